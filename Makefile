@@ -1,0 +1,48 @@
+# Lumiere reproduction: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTHON3 ?= python3
+STAMP := $(VENV)/.installed
+# Two cores on the reference machine: one intra-op pool per process, no oversubscription.
+export OMP_NUM_THREADS ?= 2
+export WANDB_MODE ?= offline
+export HYDRA_FULL_ERROR ?= 0
+
+.PHONY: help install test test-fast demo data weights bench clean lint
+
+help:  ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## Create .venv with the CPU stack (torch pinned by constraints-cpu.txt)
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	$(PYTHON3) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints-cpu.txt torch==2.13.0
+	$(PIP) install -q -c constraints-cpu.txt -e '.[dev,cluster]'
+	touch $(STAMP)
+
+test: install  ## Run the test suite (CPU, ~10 minutes on 2 cores)
+	$(PY) -m pytest -q
+
+test-fast: install  ## Run the tests not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+demo: install  ## Synthetic benchmark -> T2I stage -> STUNet -> SSR cascade -> samples + evaluation, on CPU
+	$(PY) -m lumiere.demo
+
+data: install  ## Generate the default synthetic benchmark under data/synthetic
+	$(PY) -m lumiere.data.synthetic --out data/synthetic
+
+weights: install  ## Fetch and convert the I3D (Kinetics-400) weights used by FVD
+	$(PY) -m lumiere.metrics.i3d_weights
+
+bench: install  ## Run the benchmark scripts (numbers go in the README)
+	$(PY) benchmarks/bench_dataloader.py
+	$(PY) benchmarks/bench_stunet.py
+	$(PY) benchmarks/bench_metrics.py
+
+clean:  ## Remove outputs (keeps data/ and .venv)
+	rm -rf outputs multirun lightning_logs wandb .pytest_cache

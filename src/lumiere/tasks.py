@@ -1,0 +1,192 @@
+"""The tasks that the Hydra entry points call: train, generate (and evaluate, in `lumiere.evaluation`).
+
+Each task takes the composed config, builds objects with `hydra.utils.instantiate`, and returns
+the metrics a sweeper optimises. `run_task` wraps a task so that a user error prints one line,
+loggers are always closed, and (in a multirun) one failing job does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import uuid
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lumiere.errors import ConfigError, LumiereError
+
+log = logging.getLogger("lumiere")
+
+
+# ---------------------------------------------------------------------------- wrapper
+def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) -> float | None:
+    """Run a task; return the value of `cfg.optimized_metric` (for sweepers) if it has one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        metrics = task(cfg)
+    except LumiereError as error:
+        if multirun:  # one failing job must not stop the sweep: report it and return a bad value
+            log.error("job failed: %s", error)
+            return math.inf
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:
+        if multirun:
+            log.exception("job failed")
+            return math.inf
+        raise
+    finally:
+        close_loggers()
+    name = cfg.get("optimized_metric")
+    if name and name in metrics:
+        return float(metrics[name])
+    return None
+
+
+def close_loggers() -> None:
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+# ---------------------------------------------------------------------------- train
+def instantiate_collection(config: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, loggers); skip nulls."""
+    from hydra.utils import instantiate
+
+    if not config:
+        return []
+    return [instantiate(entry) for entry in config.values() if entry is not None and "_target_" in entry]
+
+
+def resolve_resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """`auto` resumes from this run folder's last.ckpt when it exists; a path must exist."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "auto":
+        last = os.path.join(output_dir, "checkpoints", "last.ckpt")
+        return last if os.path.isfile(last) else None
+    if not os.path.isfile(ckpt_path):
+        raise ConfigError(f"ckpt_path does not exist: {ckpt_path}")
+    return ckpt_path
+
+
+def stable_wandb_id(cfg: DictConfig, output_dir: str) -> None:
+    """Give the W&B logger an id stored in the run folder, so a resumed run appends to it."""
+    wandb_cfg = cfg.get("logger", {}).get("wandb") if cfg.get("logger") else None
+    if wandb_cfg is None or wandb_cfg.get("id"):
+        return
+    id_file = os.path.join(output_dir, "wandb_id.txt")
+    if os.path.isfile(id_file):
+        run_id = open(id_file).read().strip()
+    else:
+        run_id = uuid.uuid4().hex[:12]
+        os.makedirs(output_dir, exist_ok=True)
+        with open(id_file, "w") as handle:
+            handle.write(run_id)
+    with open_dict(cfg):
+        cfg.logger.wandb.id = run_id
+        cfg.logger.wandb.resume = "allow"
+
+
+def open_dict(cfg: DictConfig):
+    from omegaconf import open_dict as _open_dict
+
+    return _open_dict(cfg)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured stage; export its components if `export_dir` is set."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    from lumiere.utils import set_cpu_threads
+
+    set_cpu_threads(cfg.get("cpu_threads"))
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = cfg.paths.output_dir
+    stable_wandb_id(cfg, output_dir)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _convert_="partial")
+    model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    callbacks = instantiate_collection(cfg.get("callbacks"))
+    loggers = instantiate_collection(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    resume_from = resolve_resume_path(cfg.get("ckpt_path"), output_dir)
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()
+               if torch.is_tensor(value) and value.numel() == 1}
+    if cfg.get("export_dir") and trainer.is_global_zero:
+        model.export_pretrained(cfg.export_dir)
+        log.info("exported components to %s", cfg.export_dir)
+    log.info("metrics: %s", metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------------------- generate
+def read_prompts(prompts: list[str] | None, prompt_file: str | None) -> list[str]:
+    from lumiere.errors import InputFileError
+
+    collected = list(prompts or [])
+    if prompt_file:
+        if not os.path.isfile(prompt_file):
+            raise InputFileError(f"prompt file not found: {prompt_file}")
+        with open(prompt_file) as handle:
+            lines = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+        if not lines:
+            raise InputFileError(f"prompt file is empty: {prompt_file}")
+        collected.extend(lines)
+    if not collected:
+        raise ConfigError("give prompts=[...] or prompt_file=PATH")
+    return collected
+
+
+def generate(cfg: DictConfig) -> dict[str, float]:
+    """Sample clips for prompts from a base checkpoint (and an SSR checkpoint: the cascade)."""
+    from tqdm.auto import tqdm
+
+    from lumiere.training import load_module_from_checkpoint
+    from lumiere.training.callbacks import write_video_set
+    from lumiere.utils import default_device, set_cpu_threads
+
+    set_cpu_threads(cfg.get("cpu_threads"))
+    prompts = read_prompts(cfg.get("prompts"), cfg.get("prompt_file"))
+    device = torch.device(cfg.device) if cfg.get("device") else default_device()
+    base = load_module_from_checkpoint(cfg.ckpt_path, use_ema=True).to(device)
+    ssr = None
+    if cfg.get("ssr_ckpt_path"):
+        ssr = load_module_from_checkpoint(cfg.ssr_ckpt_path, use_ema=True).to(device)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    batch_size = cfg.get("batch_size") or len(prompts)
+    written = 0
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):
+        batch_prompts = prompts[start:start + batch_size]
+        videos = base.generate(batch_prompts, num_frames=cfg.num_frames, seed=cfg.seed + start,
+                               num_inference_steps=cfg.num_inference_steps,
+                               guidance_scale=cfg.guidance_scale, scheduler=cfg.get("scheduler"))
+        batch_dir = os.path.join(cfg.out_dir, "base")
+        write_video_set(os.path.join(batch_dir, f"batch_{start:05d}"), videos.cpu(), batch_prompts, fps=cfg.fps)
+        if ssr is not None:
+            high = ssr.upsample(videos, batch_prompts, seed=cfg.seed + start, **(cfg.get("ssr") or {}))
+            write_video_set(os.path.join(cfg.out_dir, "ssr", f"batch_{start:05d}"), high.cpu(), batch_prompts,
+                            fps=cfg.fps)
+        written += len(batch_prompts)
+    log.info("wrote %d clips under %s", written, cfg.out_dir)
+    return {"num_videos": float(written)}

@@ -1,0 +1,263 @@
+"""The shared LightningModule of every Lumiere stage: diffusion loss, EMA, optimizer, sampling.
+
+A stage (T2I, STUNet base, SSR, conditional) subclasses `DiffusionModule` and says three things:
+which tensors are the clean sample and the extra model inputs (`prepare_batch`), how the
+network is called on a noisy video (`network_forward`), and which prompts/frames to sample for
+validation. Sampling itself lives in `lumiere.diffusion`; this module only wires it up.
+
+Checkpoints hold the trainable weights only (frozen T2I weights are rebuilt from the path the
+stage was configured with), the EMA, and the resolved model config, so that
+`load_module_from_checkpoint(path)` can rebuild a stage without the Hydra run that trained it.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Any, Callable, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from lumiere.diffusion import DiffusionObjective, build_scheduler, drop_conditions, sample
+from lumiere.errors import ConfigError, InputFileError
+from lumiere.training.ema import ExponentialMovingAverage
+
+CHECKPOINT_KEY = "lumiere"
+
+
+def warmup_cosine_lambda(warmup_steps: int, total_steps: int | None, schedule: str) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then constant or cosine decay to 10% at `total_steps`."""
+    if schedule not in ("constant", "cosine"):
+        raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant" or not total_steps or total_steps <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class DiffusionModule(pl.LightningModule):
+    """Base of the stage modules. Subclasses set `self.network` and `self.text_encoder`."""
+
+    def __init__(
+        self,
+        *,
+        objective: DiffusionObjective,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        sampler: dict | None = None,
+        lr_warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        ema_decay: float | None = 0.999,
+        caption_dropout: float = 0.1,
+        val_prompts: Sequence[str] = (),
+        val_num_frames: int = 16,
+        val_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.sampler_config = {"scheduler": "ddim", "num_inference_steps": 25, "guidance_scale": 5.0,
+                               **(sampler or {})}
+        self.lr_warmup_steps = lr_warmup_steps
+        self.lr_schedule = lr_schedule
+        self.ema_decay = ema_decay
+        self.caption_dropout = caption_dropout
+        self.val_prompts = list(val_prompts)
+        self.val_num_frames = val_num_frames
+        self.val_seed = val_seed
+        self.ema: ExponentialMovingAverage | None = None
+        self._ema_step = -1
+        # Set by the train task: the resolved model config, stored in checkpoints to rebuild the stage.
+        self.model_config: dict | None = None
+        # Frozen weights are not in our checkpoints; Lightning must not demand them on load.
+        self.strict_loading = False
+
+    # ------------------------------------------------------------------ stage hooks
+    def prepare_batch(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the clean sample x0 (B,C,T,H,W) and extra (non-text) model inputs."""
+        return batch["video"], {}
+
+    def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError  # every stage defines how its network sees a noisy video
+
+    def sample_shape(self, batch_size: int, num_frames: int) -> tuple[int, ...]:
+        size = self.sample_size
+        return (batch_size, 3, num_frames, size, size)
+
+    @property
+    def sample_size(self) -> int:
+        raise NotImplementedError  # every stage defines its output resolution
+
+    # ------------------------------------------------------------------ text
+    def encode_text(self, prompts: Sequence[str]) -> dict[str, Tensor]:
+        hidden, mask = self.text_encoder(list(prompts))
+        return {"encoder_hidden_states": hidden, "encoder_attention_mask": mask}
+
+    # ------------------------------------------------------------------ parameters and EMA
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """Pretrained parts that never train; they stay in eval mode (no dropout) during fit."""
+        return []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def setup(self, stage: str) -> None:
+        if self.ema is None and self.ema_decay:
+            self.ema = ExponentialMovingAverage(self.trainable_named_parameters(), self.ema_decay)
+
+    def ema_scope(self):
+        """Context in which the module runs with its EMA weights (a no-op without EMA)."""
+        return self.ema.swapped_in() if self.ema is not None else nullcontext()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Update once per optimizer step (gradient accumulation runs several batches per step).
+        if self.ema is not None and self.global_step != self._ema_step:
+            self._ema_step = self.global_step
+            self.ema.update()
+
+    # ------------------------------------------------------------------ training
+    def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None,
+                       caption_dropout: float = 0.0) -> Tensor:
+        x0, extra = self.prepare_batch(batch)
+        captions = batch["caption"]
+        if caption_dropout > 0:
+            captions = drop_conditions(captions, caption_dropout, generator)
+        cond = {**self.encode_text(captions), **extra}
+        loss, _ = self.objective.loss(self.network_forward, x0, cond, generator=generator)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss = self.diffusion_loss(batch, caption_dropout=self.caption_dropout)
+        batch_size = batch["video"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        # Fixed noise and timesteps per batch index: validation loss is comparable across steps.
+        generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
+        with self.ema_scope():
+            loss = self.diffusion_loss(batch, generator=generator)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["video"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for _, p in self.trainable_named_parameters()]
+        if not params:
+            raise ConfigError("this stage has no trainable parameters")
+        optimizer = self.optimizer_factory(params)
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine_lambda(self.lr_warmup_steps, total, self.lr_schedule))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ sampling
+    def make_scheduler(self, name: str | None = None):
+        return build_scheduler(
+            name or self.sampler_config["scheduler"],
+            num_train_timesteps=self.objective.num_train_timesteps,
+            beta_schedule=self.objective.beta_schedule,
+            prediction_type=self.objective.prediction_type,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        num_frames: int | None = None,
+        seed: int = 0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        scheduler: str | None = None,
+        extra_cond: dict[str, Tensor] | None = None,
+        progress: bool = True,
+    ) -> Tensor:
+        """Text-to-video sampling of the whole clip at once; returns (B, 3, T, H, W) in [-1, 1]."""
+        prompts = list(prompts)
+        if not prompts:
+            raise ConfigError("no prompts to sample")
+        num_frames = num_frames or self.val_num_frames
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(self.sample_shape(len(prompts), num_frames), generator=generator).to(self.device)
+        cond = {**self.encode_text(prompts), **(extra_cond or {})}
+        uncond = {**self.encode_text([""] * len(prompts)), **(extra_cond or {})}
+        return sample(
+            self.network_forward, noise, self.make_scheduler(scheduler),
+            num_inference_steps=num_inference_steps or self.sampler_config["num_inference_steps"],
+            cond=cond, uncond=uncond,
+            guidance_scale=self.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
+            generator=generator, progress=progress,
+        )
+
+    @torch.no_grad()
+    def validation_samples(self) -> tuple[Tensor, list[str]] | None:
+        """Videos for the sample logger, drawn with the EMA weights and a fixed seed."""
+        if not self.val_prompts:
+            return None
+        with self.ema_scope():
+            videos = self.generate(self.val_prompts, num_frames=self.val_num_frames, seed=self.val_seed,
+                                   progress=False)
+        return videos, self.val_prompts
+
+    # ------------------------------------------------------------------ checkpoints
+    def frozen_parameter_names(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if not p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        frozen = self.frozen_parameter_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint[CHECKPOINT_KEY] = {"model_config": self.model_config, "ema_step": self._ema_step}
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, _ in self.trainable_named_parameters()}
+        missing = trainable - set(checkpoint["state_dict"])
+        if missing:
+            raise InputFileError(
+                f"checkpoint lacks {len(missing)} trainable weights of this stage (e.g. {sorted(missing)[0]}); "
+                "was it written by another stage or config?")
+        if self.ema is None and self.ema_decay:
+            self.ema = ExponentialMovingAverage(self.trainable_named_parameters(), self.ema_decay)
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self._ema_step = checkpoint.get(CHECKPOINT_KEY, {}).get("ema_step", -1)
+
+
+def load_module_from_checkpoint(path: str, *, use_ema: bool = True,
+                                map_location: str | torch.device = "cpu") -> DiffusionModule:
+    """Rebuild a stage from one of our checkpoints (frozen parts from their configured paths)."""
+    import os
+
+    from hydra.utils import instantiate
+
+    if not os.path.isfile(path):
+        raise InputFileError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a truncated or foreign file
+        raise InputFileError(f"cannot read checkpoint {path}: {error}") from error
+    meta = checkpoint.get(CHECKPOINT_KEY) or {}
+    if not meta.get("model_config"):
+        raise InputFileError(f"{path} is not a Lumiere stage checkpoint (no model config inside)")
+    module: DiffusionModule = instantiate(meta["model_config"], _convert_="partial")
+    module.model_config = meta["model_config"]
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+    if use_ema and module.ema is not None:
+        module.ema.copy_to_model()
+    module.eval()
+    return module

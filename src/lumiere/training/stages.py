@@ -1,0 +1,101 @@
+"""The stage modules: text-to-image (stage 0) and the STUNet text-to-video base model (Sec. 3.1).
+
+Stage 0 exists because no pretrained pixel-space T2I model can be downloaded here: it trains a
+`UNet2DConditionModel` and a small text encoder on still frames, and exports them in diffusers /
+transformers format. The STUNet stage loads such an export (or real IF stage-I / T5 weights from
+local folders), freezes it, and trains only the temporal blocks that `STUNet` inserts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from diffusers import UNet2DConditionModel
+from einops import rearrange
+from torch import Tensor
+
+from lumiere.models import STUNet, FrozenTextEncoder, load_unet
+from lumiere.training.base import DiffusionModule
+
+
+def repeat_per_frame(tensor: Tensor | None, num_frames: int) -> Tensor | None:
+    """Repeat a per-video tensor (B, ...) to per-frame (B*T, ...) in frame-major `(b t)` order."""
+    if tensor is None:
+        return None
+    return tensor.repeat_interleave(num_frames, dim=0)
+
+
+def apply_unet_per_frame(unet: UNet2DConditionModel, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+    """The 2D U-Net on every frame independently: (B, C, T, H, W) -> (B, C_out, T, H, W)."""
+    batch, _, frames = x_t.shape[:3]
+    folded = rearrange(x_t, "b c t h w -> (b t) c h w")
+    timesteps = t.expand(batch) if t.ndim == 0 else t
+    output = unet(
+        folded,
+        repeat_per_frame(timesteps, frames),
+        encoder_hidden_states=repeat_per_frame(cond["encoder_hidden_states"], frames),
+        encoder_attention_mask=repeat_per_frame(cond.get("encoder_attention_mask"), frames),
+        class_labels=repeat_per_frame(cond.get("class_labels"), frames),
+    ).sample
+    return rearrange(output, "(b t) c h w -> b c t h w", b=batch)
+
+
+class TextToImageModule(DiffusionModule):
+    """Stage 0: a pixel-space T2I diffusion model trained on still frames (T = 1 videos)."""
+
+    def __init__(self, *, unet: UNet2DConditionModel, text_encoder: FrozenTextEncoder,
+                 train_text_encoder: bool = True, gradient_checkpointing: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.network = unet
+        self.text_encoder = text_encoder
+        self.text_encoder.requires_grad_(train_text_encoder)
+        self.train_text_encoder = train_text_encoder
+        if gradient_checkpointing:
+            self.network.enable_gradient_checkpointing()
+
+    def frozen_modules(self):
+        return [] if self.train_text_encoder else [self.text_encoder]
+
+    def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        return apply_unet_per_frame(self.network, x_t, t, cond)
+
+    @property
+    def sample_size(self) -> int:
+        return int(self.network.config.sample_size)
+
+    def export_pretrained(self, out_dir: str) -> None:
+        """Write the EMA weights as `unet/` (diffusers) and `text_encoder/` (transformers)."""
+        with self.ema_scope():
+            self.network.save_pretrained(os.path.join(out_dir, "unet"), safe_serialization=True)
+            self.text_encoder.save_pretrained(os.path.join(out_dir, "text_encoder"))
+
+
+class TextToVideoModule(DiffusionModule):
+    """The Lumiere base model: a frozen T2I U-Net inflated into a Space-Time U-Net (Fig. 4)."""
+
+    def __init__(self, *, unet_path: str, text_encoder_path: str, stunet: Callable[..., STUNet],
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.unet_path = unet_path
+        self.text_encoder_path = text_encoder_path
+        self.network = stunet(load_unet(unet_path))
+        self.text_encoder = FrozenTextEncoder.from_pretrained(text_encoder_path)
+        self.text_encoder.requires_grad_(False)
+
+    def frozen_modules(self):
+        return [self.text_encoder, self.network.unet]
+
+    def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        return self.network(x_t, t, cond["encoder_hidden_states"],
+                            encoder_attention_mask=cond.get("encoder_attention_mask"),
+                            class_labels=cond.get("class_labels"))
+
+    def prepare_batch(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        self.network.check_num_frames(batch["video"].shape[2])
+        return batch["video"], {}
+
+    @property
+    def sample_size(self) -> int:
+        return int(self.network.unet.config.sample_size)
