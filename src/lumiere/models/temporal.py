@@ -1,0 +1,177 @@
+"""Temporal blocks inserted into a frozen text-to-image U-Net (paper Sec. 3.1, Fig. 4, App. B).
+
+Four modules, each a residual (or nearest-neighbour at initialisation) addition to the 2D net:
+
+- ``TemporalDownsample`` / ``TemporalUpsample``: the temporal resizing modules that follow every
+  pre-trained spatial resizing module (Fig. 4a). App. B: a 1D temporal convolution initialised to
+  the identity followed by a stride of 2 (down), or frame duplication followed by an
+  identity-initialised 1D convolution (up). At initialisation they are exactly temporal striding
+  and nearest-neighbour frame duplication; ``init="he"`` gives the standard initialisation of the
+  Fig. 12 ablation instead.
+- ``FactorizedSpaceTimeConvBlock``: the (2+1)D convolution that follows the pre-trained layers at
+  every level but the coarsest (Fig. 4b).
+- ``TemporalAttentionBlock``: attention across frames, used at the coarsest level (Fig. 4c).
+
+The two inflation blocks end in a zero-initialised linear projection added to their input, so
+at initialisation each is the identity (App. B, "inflation block ... residual structure").
+
+All modules take frame-folded 2D feature maps ``x: ((b t), c, h, w)`` plus ``num_frames = t``, the
+layout the pre-trained 2D layers work in, and return the same layout (with ``t`` halved or
+doubled for the resampling modules).
+
+Dimension legend (einops): b batch, t frames, c channels, h height, w width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from lumiere.errors import ConfigError
+
+RESAMPLING_INITS = ("identity", "he")
+
+
+def _check_folded(x: torch.Tensor, num_frames: int) -> None:
+    if x.ndim != 4 or num_frames < 1 or x.shape[0] % num_frames != 0:
+        raise ValueError(
+            f"expected frame-folded features ((b t), c, h, w) with t={num_frames}, got shape {tuple(x.shape)}"
+        )
+
+
+def _init_temporal_conv(conv: nn.Conv1d, init: str) -> None:
+    """Identity (centre tap 1, other taps 0, bias 0; App. B) or He/Kaiming normal (Fig. 12 baseline)."""
+    if init not in RESAMPLING_INITS:
+        raise ConfigError(f"temporal resampling init must be one of {RESAMPLING_INITS}, got {init!r}")
+    with torch.no_grad():
+        if init == "identity":
+            conv.weight.zero_()
+            centre = conv.kernel_size[0] // 2
+            conv.weight[:, :, centre] = torch.eye(conv.out_channels, conv.in_channels)
+        else:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+        conv.bias.zero_()
+
+
+def _check_kernel(kernel_size: int) -> None:
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ConfigError(f"temporal kernel size must be odd and >= 1 (centred 'same' padding), got {kernel_size}")
+
+
+def _temporal_conv1d(conv: nn.Conv1d, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Apply a Conv1d along time at every pixel: ((b t), c, h, w) -> ((b t'), c', h, w)."""
+    h, w = x.shape[-2:]
+    pixels = rearrange(x, "(b t) c h w -> (b h w) c t", t=num_frames)
+    pixels = conv(pixels)
+    return rearrange(pixels, "(b h w) c t -> (b t) c h w", h=h, w=w)
+
+
+class TemporalDownsample(nn.Module):
+    """Temporal downsampling of App. B: identity-initialised 1D conv, then keep frames 0, 2, 4, ... (Fig. 4a)."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, init: str = "identity"):
+        super().__init__()
+        _check_kernel(kernel_size)
+        # A stride-2 conv computes the conv's output only at the kept frames: same result as
+        # "conv then stride", without computing the discarded half.
+        self.conv = nn.Conv1d(channels, channels, kernel_size, stride=2, padding=kernel_size // 2)
+        _init_temporal_conv(self.conv, init)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        _check_folded(x, num_frames)
+        if num_frames % 2 != 0:
+            raise ConfigError(f"temporal downsampling needs an even frame count, got {num_frames}")
+        return _temporal_conv1d(self.conv, x, num_frames)
+
+
+class TemporalUpsample(nn.Module):
+    """Temporal upsampling of App. B: frame duplication, then an identity-initialised 1D conv (Fig. 4a)."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, init: str = "identity"):
+        super().__init__()
+        _check_kernel(kernel_size)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
+        _init_temporal_conv(self.conv, init)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        _check_folded(x, num_frames)
+        h, w = x.shape[-2:]
+        pixels = rearrange(x, "(b t) c h w -> (b h w) c t", t=num_frames)
+        pixels = pixels.repeat_interleave(2, dim=-1)  # nearest neighbour: frame i -> frames 2i, 2i+1
+        pixels = self.conv(pixels)
+        return rearrange(pixels, "(b h w) c t -> (b t) c h w", h=h, w=w)
+
+
+def _group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= max_groups that divides the channels."""
+    groups = math.gcd(channels, max_groups)
+    return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
+class FactorizedSpaceTimeConvBlock(nn.Module):
+    """(2+1)D factorized space-time convolution with a zero-initialised output projection (Fig. 4b, App. B)."""
+
+    def __init__(self, channels: int, spatial_kernel: int = 3, temporal_kernel: int = 3):
+        super().__init__()
+        _check_kernel(spatial_kernel)
+        _check_kernel(temporal_kernel)
+        self.spatial_norm = _group_norm(channels)
+        self.spatial_conv = nn.Conv2d(channels, channels, spatial_kernel, padding=spatial_kernel // 2)
+        self.temporal_norm = _group_norm(channels)
+        self.temporal_conv = nn.Conv1d(channels, channels, temporal_kernel, padding=temporal_kernel // 2)
+        # The "linear projection" of App. B: a 1x1 map initialised to zero, so the block starts as
+        # the identity and the inflated net starts from the pre-trained text-to-image net.
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        _check_folded(x, num_frames)
+        h = self.spatial_conv(F.silu(self.spatial_norm(x)))
+        h = _temporal_conv1d(self.temporal_conv, F.silu(self.temporal_norm(h)), num_frames)
+        return x + self.proj_out(h)
+
+
+def frame_position_encoding(num_frames: int, channels: int, device=None, dtype=None) -> torch.Tensor:
+    """Sinusoidal encoding of the frame index, shape (t, c) (Vaswani et al.; sin half, cos half)."""
+    half = channels // 2
+    position = torch.arange(num_frames, device=device, dtype=torch.float32)[:, None]
+    frequency = torch.exp(-math.log(10_000.0) * torch.arange(half, device=device, dtype=torch.float32) / max(half, 1))
+    angles = position * frequency[None]
+    encoding = torch.cat([angles.sin(), angles.cos()], dim=1)
+    if channels % 2:  # odd width: pad one zero column
+        encoding = F.pad(encoding, (0, 1))
+    return encoding.to(dtype=dtype or torch.float32)
+
+
+class TemporalAttentionBlock(nn.Module):
+    """Self-attention across frames at every pixel with a frame position encoding and zero-initialised output (Fig. 4c, App. B)."""
+
+    def __init__(self, channels: int, num_heads: int = 1):
+        super().__init__()
+        if num_heads < 1 or channels % num_heads != 0:
+            raise ConfigError(f"temporal attention: {channels} channels cannot be split into {num_heads} heads")
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(channels)
+        self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.proj_out = nn.Linear(channels, channels)  # zero-initialised: identity block at init
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        _check_folded(x, num_frames)
+        h, w = x.shape[-2:]
+        tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)
+        # The position encoding is added after the norm so every frame sees where it sits in the clip
+        # (attention alone is permutation-invariant over frames).
+        normed = self.norm(tokens)
+        normed = normed + frame_position_encoding(num_frames, normed.shape[-1], normed.device, normed.dtype)
+        q, k, v = rearrange(self.to_qkv(normed), "n t (three heads d) -> three n heads t d", three=3, heads=self.num_heads)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        attended = rearrange(attended, "n heads t d -> n t (heads d)")
+        tokens = tokens + self.proj_out(attended)
+        return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=h, w=w)
