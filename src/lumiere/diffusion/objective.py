@@ -1,0 +1,143 @@
+"""The denoising training objective (Ho et al. 2020), with epsilon or v targets and Min-SNR weighting.
+
+Lumiere trains the newly added temporal layers with the standard diffusion loss of the T2I model
+it inflates (Sec. 3.1); only the target parameterisation and the per-timestep weight are choices:
+
+    L = E_{x0, eps, t} [ w(t) * || f(x_t, t, cond) - target(x0, eps, t) ||^2 ]
+
+with t uniform over the training timesteps. `loss_weighting="min_snr"` is Min-SNR-gamma
+(Hang et al. 2023): w(t) = min(SNR(t), gamma) / SNR(t) for epsilon targets and
+min(SNR(t), gamma) / (SNR(t) + 1) for v targets, i.e. the x0-space weight min(SNR, gamma)
+expressed for the target actually regressed.
+
+Learned variance: a model with 2C output channels (DeepFloyd IF) is supervised on its first C
+channels only. The variance half receives no gradient from this loss (Nichol & Dhariwal's
+L_vlb term is not implemented): it stays as the frozen T2I model learned it and is used by the
+DDPM sampler at inference.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+from diffusers import DDPMScheduler
+from torch import Tensor
+
+from lumiere.diffusion.process import (
+    add_noise,
+    check_prediction_type,
+    make_noise,
+    predict_x0,
+    signal_to_noise_ratio,
+    split_variance,
+    training_target,
+)
+from lumiere.errors import ConfigError
+
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
+
+Denoiser = Callable[[Tensor, Tensor, Mapping[str, Tensor]], Tensor]
+
+
+class DiffusionObjective:
+    """Samples (t, eps), noises x0 and regresses the model output on the epsilon or v target."""
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,          # length of the noise schedule
+        beta_schedule: str = "squaredcos_cap_v2",  # must match the sampler's scheduler
+        prediction_type: str = "epsilon",          # "epsilon" | "v_prediction"
+        loss_weighting: str = "uniform",           # "uniform" | "min_snr"
+        min_snr_gamma: float = 5.0,                # Min-SNR clamp (Hang et al. 2023 use 5)
+    ) -> None:
+        check_prediction_type(prediction_type)
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
+        if min_snr_gamma <= 0:
+            raise ConfigError(f"min_snr_gamma must be positive, got {min_snr_gamma}")
+        self.num_train_timesteps = num_train_timesteps
+        self.beta_schedule = beta_schedule
+        self.prediction_type = prediction_type
+        self.loss_weighting = loss_weighting
+        self.min_snr_gamma = float(min_snr_gamma)
+        # The schedule is taken from the scheduler class the samplers use, so training and
+        # sampling cannot disagree on alpha_bar.
+        reference = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                                  prediction_type=prediction_type)
+        self.alphas_cumprod: Tensor = reference.alphas_cumprod.clone()
+
+    def __repr__(self) -> str:
+        return (f"DiffusionObjective(num_train_timesteps={self.num_train_timesteps}, "
+                f"beta_schedule={self.beta_schedule!r}, prediction_type={self.prediction_type!r}, "
+                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma})")
+
+    # ------------------------------------------------------------------ schedule quantities
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        return add_noise(x0, noise, t, self.alphas_cumprod)
+
+    def target(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        return training_target(x0, noise, t, self.alphas_cumprod, self.prediction_type)
+
+    def predict_x0(self, model_output: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
+        """The clean sample implied by a model output (prediction half if it has 2C channels)."""
+        prediction, _ = split_variance(model_output, x_t.shape[1])
+        return predict_x0(prediction, x_t, t, self.alphas_cumprod, self.prediction_type)
+
+    def snr(self, t: Tensor | int) -> Tensor:
+        return signal_to_noise_ratio(t, self.alphas_cumprod)
+
+    def loss_weights(self, t: Tensor) -> Tensor:
+        """Per-sample weight w(t) (float64, CPU) of the squared error on the chosen target."""
+        if self.loss_weighting == "uniform":
+            return torch.ones(torch.as_tensor(t).shape, dtype=torch.float64)
+        snr = self.snr(t)
+        clamped = snr.clamp(max=self.min_snr_gamma)
+        return clamped / snr if self.prediction_type == "epsilon" else clamped / (snr + 1.0)
+
+    def sample_timesteps(self, batch_size: int, *, generator: torch.Generator | None = None,
+                         device: torch.device | str | None = None) -> Tensor:
+        draw_device = generator.device if generator is not None else "cpu"
+        t = torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator, device=draw_device)
+        return t.to(device) if device is not None else t
+
+    # ------------------------------------------------------------------ the loss
+    def loss(
+        self,
+        denoise_fn: Denoiser,
+        x0: Tensor,
+        cond: Mapping[str, Tensor],
+        *,
+        generator: torch.Generator | None = None,
+        timesteps: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted denoising loss of `denoise_fn(x_t, t, cond)` on clean samples x0 (B, C, ...).
+
+        Returns the scalar loss (batch mean of the weighted per-sample MSE) and an info dict:
+        `loss_per_sample` (weighted), `mse_per_sample` (unweighted), `weights`, `timesteps`.
+        """
+        batch, channels = x0.shape[:2]
+        if timesteps is None:
+            timesteps = self.sample_timesteps(batch, generator=generator, device=x0.device)
+        timesteps = torch.as_tensor(timesteps, device=x0.device).long()
+        if timesteps.shape != (batch,):
+            raise ConfigError(f"timesteps must have shape ({batch},), got {tuple(timesteps.shape)}")
+        if timesteps.min() < 0 or timesteps.max() >= self.num_train_timesteps:
+            raise ConfigError(f"timesteps must lie in [0, {self.num_train_timesteps})")
+        if noise is None:
+            noise = make_noise(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        x_t = self.add_noise(x0, noise, timesteps)
+        model_output = denoise_fn(x_t, timesteps, dict(cond))
+        if model_output.shape[0] != batch or model_output.shape[2:] != x0.shape[2:]:
+            raise ConfigError(f"the denoiser returned shape {tuple(model_output.shape)} for input "
+                              f"{tuple(x0.shape)}")
+        prediction, _ = split_variance(model_output, channels)  # the variance half is not trained
+        target = self.target(x0, noise, timesteps)
+        reduce_dims = tuple(range(1, x0.ndim))
+        mse = (prediction.float() - target.float()).pow(2).mean(dim=reduce_dims)
+        weights = self.loss_weights(timesteps.cpu()).to(mse.device, mse.dtype)
+        per_sample = weights * mse
+        info = {"loss_per_sample": per_sample.detach(), "mse_per_sample": mse.detach(),
+                "weights": weights, "timesteps": timesteps}
+        return per_sample.mean(), info
