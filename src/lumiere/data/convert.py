@@ -1,0 +1,462 @@
+"""Convert real videos into the project's shard format (Sec. 5 data; Sec. 5.2 UCF101).
+
+Two inputs:
+
+* a folder of videos plus a caption file (CSV with a header, or JSON: a list of objects or a
+  ``{video: caption}`` map); the video column may hold a relative path or a video id (matched
+  to a file stem anywhere under the folder), e.g. WebVid's ``videoid,name`` CSV;
+* a UCF101-style folder of class folders (``UCF-101/ApplyEyeMakeup/v_..._g08_c01.avi``): the
+  class name, CamelCase split into words, makes the caption ("a video of a person apply eye
+  makeup") and the labels ``{"class": ..., "class_index": ...}``; ``--split-file`` takes an
+  official ``trainlist01.txt`` / ``testlist01.txt`` to convert one split.
+
+Each video is decoded with PyAV, optionally resized (short side), centre-cropped, resampled to
+a frame rate (nearest frame in time, so frames repeat or drop when the rates do not divide)
+and cut to ``max_frames``, then re-encoded as H.264 (:func:`~lumiere.data.codec.encode_h264`)
+into WebDataset shards with ``mp4``/``txt``/``json`` entries. Unreadable files are skipped and
+reported (a summary line and ``convert_report.json``). Shards written by video2dataset need no
+conversion: point the data module at them.
+
+CLI::
+
+    python -m lumiere.data.convert --ucf101 /path/UCF-101 --out data/ucf101/train \
+        --split-file /path/ucfTrainTestlist/trainlist01.txt --resize 128 --crop 128 --fps 16
+    python -m lumiere.data.convert --videos /path/videos --captions captions.csv --out data/myset
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from lumiere.errors import ConfigError, InputFileError, LumiereError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif")
+REPORT_NAME = "convert_report.json"
+UCF101_TEMPLATE = "a video of a person {}"
+VIDEO_COLUMNS = ("path", "video", "video_path", "video_id", "videoid", "file", "filename", "id")
+CAPTION_COLUMNS = ("caption", "text", "name", "title", "description")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How each video is transformed before re-encoding."""
+
+    resize: int | None = None  # short side in pixels (aspect kept, sizes rounded to even)
+    crop: int | None = None  # centre square crop in pixels, after resizing
+    fps: float | None = None  # output frame rate (nearest source frame in time)
+    max_frames: int | None = None  # keep at most this many frames from the start
+    min_frames: int = 1  # skip videos shorter than this (after resampling)
+    crf: int = 18
+
+    def validate(self) -> None:
+        for name in ("resize", "crop", "max_frames"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if self.crop is not None and self.crop % 2:
+            raise ConfigError(f"crop must be even (H.264 yuv420p), got {self.crop}")
+        if self.fps is not None and self.fps <= 0:
+            raise ConfigError(f"fps must be positive, got {self.fps}")
+        if self.min_frames < 1:
+            raise ConfigError(f"min_frames must be >= 1, got {self.min_frames}")
+
+
+@dataclass
+class VideoItem:
+    """One input video with its caption and labels."""
+
+    path: str
+    caption: str
+    key: str
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+class SkipVideo(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+# ----------------------------------------------------------------------------------------------
+# Captions
+# ----------------------------------------------------------------------------------------------
+
+
+def split_camel_case(name: str) -> str:
+    """``ApplyEyeMakeup`` -> ``apply eye makeup``; ``YoYo`` -> ``yo yo``; ``PlayingDaf`` -> ``playing daf``."""
+    words = re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", name)
+    return " ".join(word.lower() for word in words) if words else name.lower()
+
+
+def ucf101_caption(class_name: str, template: str = UCF101_TEMPLATE) -> str:
+    """Caption of a UCF101 clip from its class folder name."""
+    return template.format(split_camel_case(class_name))
+
+
+def _sanitise_key(text: str) -> str:
+    """WebDataset keys end at the first dot and must not hold slashes."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "video"
+
+
+def _unique_keys(items: list[VideoItem]) -> list[VideoItem]:
+    seen: Counter[str] = Counter()
+    for item in items:
+        base = item.key
+        seen[base] += 1
+        if seen[base] > 1:
+            item.key = f"{base}_{seen[base] - 1}"
+    return items
+
+
+def _list_videos(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def _require_folder(path: str | Path, what: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputFileError(f"{what} folder not found: {folder}")
+    return folder
+
+
+def ucf101_items(root: str | Path, *, split_file: str | Path | None = None, template: str = UCF101_TEMPLATE) -> list[VideoItem]:
+    """Items of a UCF101-style folder (one sub-folder per class), optionally one official split."""
+    root = _require_folder(root, "UCF101")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise InputFileError(f"no class folders in {root}")
+    class_index = {name: i for i, name in enumerate(classes)}
+    if split_file is not None:
+        split_path = Path(split_file).expanduser()
+        if not split_path.is_file():
+            raise InputFileError(f"split file not found: {split_path}")
+        relative = [line.split()[0] for line in split_path.read_text().splitlines() if line.strip()]
+        paths = [root / rel for rel in relative]  # missing ones are reported as skipped
+    else:
+        paths = _list_videos(root)
+    if not paths:
+        raise InputFileError(f"no videos in {root}")
+    items = []
+    for path in paths:
+        class_name = path.parent.name
+        items.append(
+            VideoItem(
+                path=str(path),
+                caption=ucf101_caption(class_name, template),
+                key=_sanitise_key(path.stem),
+                labels={"class": class_name, "class_index": class_index.get(class_name, -1)},
+            )
+        )
+    return _unique_keys(items)
+
+
+def _read_caption_table(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise InputFileError(f"caption file not found: {path}")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise InputFileError(f"caption file {path} is not valid json: {error}") from error
+        if isinstance(data, dict):
+            return [{"video": key, "caption": value} for key, value in data.items()]
+        if isinstance(data, list) and all(isinstance(row, dict) for row in data):
+            return data
+        raise InputFileError(f"caption json {path} must be a list of objects or a {{video: caption}} map")
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def folder_items(
+    videos: str | Path,
+    captions: str | Path,
+    *,
+    video_column: str | None = None,
+    caption_column: str | None = None,
+) -> list[VideoItem]:
+    """Items of a folder of videos described by a caption CSV/JSON."""
+    root = _require_folder(videos, "videos")
+    rows = _read_caption_table(Path(captions).expanduser())
+    if not rows:
+        raise InputFileError(f"no rows in caption file {captions}")
+    columns = list(rows[0].keys())
+    video_column = video_column or next((c for c in VIDEO_COLUMNS if c in columns), None)
+    caption_column = caption_column or next((c for c in CAPTION_COLUMNS if c in columns and c != video_column), None)
+    if video_column not in columns or caption_column not in columns:
+        raise InputFileError(
+            f"caption file {captions} needs a video column ({'/'.join(VIDEO_COLUMNS)}) and a caption column "
+            f"({'/'.join(CAPTION_COLUMNS)}); it has {', '.join(columns)} (see --video-column/--caption-column)"
+        )
+    by_stem: dict[str, Path] = {}
+    for path in _list_videos(root):
+        by_stem.setdefault(path.stem, path)
+    if not by_stem:
+        raise InputFileError(f"no videos in {root}")
+    items = []
+    for row in rows:
+        reference = str(row.get(video_column) or "").strip()
+        direct = root / reference
+        path = direct if reference and direct.is_file() else by_stem.get(Path(reference).stem, direct)
+        caption = str(row.get(caption_column) or "").strip()
+        items.append(VideoItem(path=str(path), caption=caption, key=_sanitise_key(Path(reference).stem or reference)))
+    return _unique_keys(items)
+
+
+# ----------------------------------------------------------------------------------------------
+# Transcoding one video
+# ----------------------------------------------------------------------------------------------
+
+
+def _even(value: float) -> int:
+    return max(2, int(round(value / 2.0)) * 2)
+
+
+def transcode(item: VideoItem, options: ConvertOptions) -> tuple[bytes, dict[str, Any]]:
+    """Decode, transform and re-encode one video. Raises :class:`SkipVideo` with a reason."""
+    import av
+
+    from lumiere.data.codec import encode_h264
+    from lumiere.data.decoders import classify_undecodable
+
+    if not item.caption:
+        raise SkipVideo("missing_caption", "empty caption")
+    try:
+        data = Path(item.path).read_bytes()
+    except FileNotFoundError:
+        raise SkipVideo("missing_file", "file not found") from None
+    except OSError as error:
+        raise SkipVideo("unreadable", str(error)) from None
+    if not data:
+        raise SkipVideo("empty", "zero-byte file")
+
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(item.path, mode="r") as container:
+            if not container.streams.video:
+                raise SkipVideo("not_video", "no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate
+            source_fps = float(rate) if rate else 0.0
+            if options.fps is not None and source_fps <= 0:
+                raise SkipVideo("corrupt", "unknown source frame rate, cannot resample")
+            out_fps = options.fps if options.fps is not None else (source_fps or 25.0)
+            next_output = 0  # output frame k shows the source frame nearest in time: floor(k * src / out + 1/2)
+            size = None
+            for source_index, frame in enumerate(container.decode(stream)):
+                if size is None:
+                    width, height = frame.width, frame.height
+                    if options.resize is not None:
+                        scale = options.resize / min(width, height)
+                        width, height = _even(width * scale), _even(height * scale)
+                    if options.crop is not None and options.crop > min(width, height):
+                        raise SkipVideo("too_small", f"{width}x{height} is smaller than the {options.crop} crop")
+                    size = (_even(width) if options.crop is None else width, _even(height) if options.crop is None else height)
+                repeats = 1
+                if options.fps is not None:
+                    repeats = 0
+                    while math.floor((next_output + repeats) * source_fps / out_fps + 0.5) == source_index:
+                        repeats += 1
+                    if repeats == 0:
+                        continue
+                image = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_ndarray()
+                if options.crop is not None:
+                    top, left = (size[1] - options.crop) // 2, (size[0] - options.crop) // 2
+                    image = image[top : top + options.crop, left : left + options.crop]
+                for _ in range(repeats):
+                    frames.append(image)
+                next_output += repeats
+                if options.max_frames is not None and len(frames) >= options.max_frames:
+                    frames = frames[: options.max_frames]
+                    break
+    except SkipVideo:
+        raise
+    except Exception as error:  # av.FFmpegError and friends
+        reason = classify_undecodable(data)
+        raise SkipVideo(reason, str(error).splitlines()[0][:160] if str(error) else type(error).__name__) from None
+    if len(frames) < options.min_frames:
+        raise SkipVideo("too_few_frames", f"{len(frames)} frames, need {options.min_frames}")
+    clip = np.stack(frames)
+    meta = {
+        "caption": item.caption,
+        "labels": item.labels,
+        "fps": float(out_fps),
+        "num_frames": int(clip.shape[0]),
+        "width": int(clip.shape[2]),
+        "height": int(clip.shape[1]),
+        "source": os.path.basename(item.path),
+        "source_fps": source_fps,
+    }
+    return encode_h264(clip, out_fps, crf=options.crf), meta
+
+
+def _transcode_or_skip(args: tuple[VideoItem, ConvertOptions]) -> tuple[VideoItem, bytes | None, dict[str, Any]]:
+    item, options = args
+    try:
+        video, meta = transcode(item, options)
+        return item, video, meta
+    except SkipVideo as skip:
+        return item, None, {"reason": skip.reason, "error": str(skip)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing shards
+# ----------------------------------------------------------------------------------------------
+
+
+def convert_items(
+    items: list[VideoItem],
+    out_dir: str | Path,
+    options: ConvertOptions,
+    *,
+    source: str,
+    prefix: str = "shard",
+    shard_max_bytes: int = 256 * 2**20,
+    shard_max_count: int = 1000,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Transcode ``items`` into ``out_dir/<prefix>-000000.tar``, ... and return the report (also
+    written to ``out_dir/convert_report.json``; a ``manifest.json`` records the config)."""
+    from tqdm.auto import tqdm
+
+    from lumiere.data.shards import ShardSink, prepare_output_dir, write_manifest
+
+    options.validate()
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    out_dir = Path(out_dir)
+    config = {
+        "converter": "lumiere.data.convert",
+        "source": source,
+        "num_inputs": len(items),
+        "options": asdict(options),
+        "prefix": prefix,
+        "shard_max_bytes": int(shard_max_bytes),
+        "shard_max_count": int(shard_max_count),
+    }
+    existing = prepare_output_dir(out_dir, config, ["."], overwrite=overwrite)
+    if existing is not None:
+        report_path = out_dir / REPORT_NAME
+        return json.loads(report_path.read_text()) if report_path.is_file() else existing
+    write_manifest(out_dir, {"config": config, "complete": False})
+
+    skipped: list[dict[str, str]] = []
+    jobs: Iterable = ((item, options) for item in items)
+    with ShardSink(out_dir, prefix=prefix, max_bytes=shard_max_bytes, max_count=shard_max_count) as sink:
+        executor = ProcessPoolExecutor(workers) if workers > 1 else None
+        try:
+            results: Iterator = executor.map(_transcode_or_skip, jobs, chunksize=4) if executor else map(_transcode_or_skip, jobs)
+            for item, video, meta in tqdm(results, total=len(items), desc="converting", unit="video", disable=not progress):
+                if video is None:
+                    skipped.append({"path": item.path, **meta})
+                    continue
+                sink.write({"__key__": item.key, "mp4": video, "txt": item.caption, "json": json.dumps(meta).encode("utf-8")})
+        finally:
+            if executor is not None:
+                executor.shutdown()
+    summary = sink.summary(root=out_dir)
+    reasons = Counter(entry["reason"] for entry in skipped)
+    report = {
+        "source": source,
+        "converted": summary["num_samples"],
+        "skipped": len(skipped),
+        "skipped_by_reason": dict(reasons),
+        "skipped_files": skipped,
+        "shards": summary["shards"],
+        "options": asdict(options),
+    }
+    (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2))
+    write_manifest(out_dir, {"config": config, "complete": True, "splits": {"all": summary}})
+    return report
+
+
+def convert_ucf101(root: str | Path, out_dir: str | Path, *, split_file: str | Path | None = None, template: str = UCF101_TEMPLATE, **kwargs) -> dict[str, Any]:
+    """Convert a UCF101-style class-folder tree (see :func:`ucf101_items`)."""
+    options = kwargs.pop("options", ConvertOptions())
+    items = ucf101_items(root, split_file=split_file, template=template)
+    source = f"ucf101:{Path(root).expanduser().resolve()}" + (f" split:{Path(split_file).name}" if split_file else "")
+    return convert_items(items, out_dir, options, source=source, **kwargs)
+
+
+def convert_videos(videos: str | Path, captions: str | Path, out_dir: str | Path, *, video_column: str | None = None, caption_column: str | None = None, **kwargs) -> dict[str, Any]:
+    """Convert a folder of videos described by a caption CSV/JSON (see :func:`folder_items`)."""
+    options = kwargs.pop("options", ConvertOptions())
+    items = folder_items(videos, captions, video_column=video_column, caption_column=caption_column)
+    source = f"videos:{Path(videos).expanduser().resolve()} captions:{Path(captions).name}"
+    return convert_items(items, out_dir, options, source=source, **kwargs)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    line = f"converted {report['converted']} videos into {len(report['shards'])} shards, skipped {report['skipped']}"
+    if report["skipped"]:
+        line += " (" + ", ".join(f"{reason}={count}" for reason, count in report["skipped_by_reason"].items()) + ")"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lumiere.data.synthetic import _parse_bytes
+
+    parser = argparse.ArgumentParser(prog="python -m lumiere.data.convert", description="Convert videos into WebDataset shards (mp4/txt/json).")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ucf101", help="UCF101-style folder of class folders")
+    source.add_argument("--videos", help="folder of videos (with --captions)")
+    parser.add_argument("--captions", help="caption CSV (with header) or JSON for --videos")
+    parser.add_argument("--video-column", help="CSV/JSON column with the video path or id")
+    parser.add_argument("--caption-column", help="CSV/JSON column with the caption")
+    parser.add_argument("--split-file", help="UCF101 split list (e.g. trainlist01.txt) to convert only that split")
+    parser.add_argument("--caption-template", default=UCF101_TEMPLATE, help="UCF101 caption; {} is the class in words")
+    parser.add_argument("--out", required=True, help="output folder for the shards")
+    parser.add_argument("--resize", type=int, help="resize so the short side has this many pixels")
+    parser.add_argument("--crop", type=int, help="centre square crop (pixels, even) after resizing")
+    parser.add_argument("--fps", type=float, help="resample to this frame rate")
+    parser.add_argument("--max-frames", type=int, help="keep at most this many frames")
+    parser.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames")
+    parser.add_argument("--crf", type=int, default=18)
+    parser.add_argument("--prefix", default="shard", help="shard file name prefix")
+    parser.add_argument("--shard-max-bytes", type=_parse_bytes, default=256 * 2**20)
+    parser.add_argument("--shard-max-count", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=1, help="parallel transcoding processes")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    options = ConvertOptions(resize=args.resize, crop=args.crop, fps=args.fps, max_frames=args.max_frames, min_frames=args.min_frames, crf=args.crf)
+    common = dict(
+        options=options,
+        prefix=args.prefix,
+        shard_max_bytes=args.shard_max_bytes,
+        shard_max_count=args.shard_max_count,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    try:
+        if args.ucf101:
+            report = convert_ucf101(args.ucf101, args.out, split_file=args.split_file, template=args.caption_template, **common)
+        else:
+            if not args.captions:
+                raise ConfigError("--videos needs --captions (a CSV or JSON of video, caption)")
+            report = convert_videos(args.videos, args.captions, args.out, video_column=args.video_column, caption_column=args.caption_column, **common)
+    except LumiereError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_report(report) + f"; report: {Path(args.out) / REPORT_NAME}")
+    return 0 if report["converted"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

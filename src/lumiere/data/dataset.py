@@ -1,0 +1,334 @@
+"""The streaming clip dataset behind :class:`~lumiere.data.VideoDataModule` (worker side).
+
+Pipeline, run inside each DataLoader worker::
+
+    shards --(epoch shuffle, split over ranks x workers)--> tar samples --(shuffle buffer)-->
+    decode mp4 (+ hr.mp4) --> resize / crop --> float video in [-1, 1]
+
+Splitting. ``wds.split_by_node`` + ``wds.split_by_worker`` give each (rank, worker) whole
+shards; with fewer shards than ranks x workers some get none, and a rank with no data stalls
+DDP. Here the split is done over the *global worker index* ``rank * num_workers + worker``: with
+at least as many shards as global workers each gets whole shards round-robin; with fewer, the
+global workers that share a shard split its samples round-robin. Either way every sample is
+read exactly once per epoch across all ranks and workers. The shard order is shuffled with a
+seed that depends only on ``(seed, epoch)``, so all ranks agree on the partition.
+
+With ``batches_per_epoch`` set, each worker instead draws shards at random (with replacement)
+forever and stops after its share of the epoch: every rank gets exactly that many batches
+(the ``.with_epoch`` regime for large corpora and DDP).
+
+Bad samples (Sec. 5 trains on web video, where some files are always broken) are skipped
+without sleeping and reported: each skip is recorded as ``(reason, sample id)`` and rides to
+the main process on the next example (``__skipped__``); skips after a worker's last example
+travel in a final report-only item. :class:`~lumiere.data.loader.VideoDataLoader` collects them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lumiere.data.decoders import VideoDecodeError, decode_clip, decode_frames
+from lumiere.data.shards import sample_caption, sample_meta, sample_video_bytes
+from lumiere.errors import LumiereError
+
+SKIP_REASONS = (
+    "empty",  # zero-byte video
+    "not_video",  # bytes that are no known video container
+    "truncated",  # an mp4 cut short (box overruns the end / no moov)
+    "corrupt",  # a recognised container that still fails to decode
+    "too_few_frames",  # shorter than (num_frames - 1) * stride + 1
+    "missing_video",  # no mp4/webm/... entry in the sample
+    "missing_caption",  # neither txt nor json caption
+    "missing_hr",  # hr.mp4 requested but absent
+    "bad_json",  # malformed json metadata
+    "bad_shard",  # unreadable tar (shard-level; counted once per failure)
+)
+SKIPPED_KEY = "__skipped__"
+REPORT_ONLY_KEY = "__report_only__"
+MAX_CONSECUTIVE_SKIPS = 1000  # resampled epochs: give up if the data is all bad
+
+
+class SampleSkipped(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """How a sample becomes a training example (all plain values: pickled into workers)."""
+
+    num_frames: int = 80
+    frame_stride: int | None = None
+    target_fps: float | None = None
+    resolution: tuple[int, int] | None = None
+    hr_resolution: tuple[int, int] | None = None
+    image_mode: bool = False
+    frames_per_clip: int = 4
+    temporal_crop: str = "random"
+    decoder: str = "decord"
+
+
+# ----------------------------------------------------------------------------------------------
+# Frames -> model tensors
+# ----------------------------------------------------------------------------------------------
+
+
+def resize_center_crop(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (T, C, H, W) float frames so they cover ``size`` (keeping aspect), then centre crop.
+
+    Identity when the frames already have that size."""
+    target_h, target_w = size
+    height, width = video.shape[-2:]
+    if (height, width) == (target_h, target_w):
+        return video
+    scale = max(target_h / height, target_w / width)
+    new_h, new_w = max(target_h, round(height * scale)), max(target_w, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        antialias = new_h < height or new_w < width
+        video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=antialias)
+    top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
+    return video[..., top : top + target_h, left : left + target_w]
+
+
+def frames_to_video(frames: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """uint8 frames (T, H, W, 3) -> float32 video (3, T, H, W) in [-1, 1]."""
+    video = frames.permute(0, 3, 1, 2)  # (T, 3, H, W): the layout interpolate wants
+    if size is not None and tuple(video.shape[-2:]) != tuple(size):
+        video = resize_center_crop(video.float(), size).clamp_(0, 255)
+    out = torch.empty((3, video.shape[0], *video.shape[-2:]), dtype=torch.float32)
+    out.copy_(video.permute(1, 0, 2, 3))
+    return out.div_(127.5).sub_(1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Splitting shards over ranks x workers
+# ----------------------------------------------------------------------------------------------
+
+
+def assign_shards(shards: list[str], global_worker: int, num_global_workers: int) -> list[tuple[str, int, int]]:
+    """The reading plan of one global worker: ``(shard, modulus, remainder)`` triples, meaning
+    "read the samples ``i`` of ``shard`` with ``i % modulus == remainder``".
+
+    With ``len(shards) >= num_global_workers`` shards go round-robin (modulus 1). With fewer,
+    worker ``g`` reads shard ``g % S`` together with the other workers ``h = g (mod S)`` and
+    takes every k-th sample, k being the number of sharers. The plans of all global workers
+    partition the samples."""
+    num_shards = len(shards)
+    if not 0 <= global_worker < num_global_workers:
+        raise ValueError(f"global worker {global_worker} out of range {num_global_workers}")
+    if num_shards == 0:
+        return []
+    if num_shards >= num_global_workers:
+        return [(shard, 1, 0) for shard in shards[global_worker::num_global_workers]]
+    shard_index = global_worker % num_shards
+    sharers = list(range(shard_index, num_global_workers, num_shards))
+    return [(shards[shard_index], len(sharers), sharers.index(global_worker))]
+
+
+def shard_order(shards: list[str], seed: int, epoch: int, shuffle: bool) -> list[str]:
+    """Shard order of an epoch; identical on every rank and worker (seeded by seed and epoch)."""
+    if not shuffle:
+        return list(shards)
+    permutation = np.random.default_rng([seed, epoch]).permutation(len(shards))
+    return [shards[i] for i in permutation]
+
+
+# ----------------------------------------------------------------------------------------------
+# The dataset
+# ----------------------------------------------------------------------------------------------
+
+
+class _SkipLedger:
+    """Skips seen by this worker since the last hand-off to the main process."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, str]] = []
+
+    def add(self, reason: str, sample_id: str) -> None:
+        self.pending.append((reason, sample_id))
+
+    def take(self) -> list[tuple[str, str]]:
+        taken, self.pending = self.pending, []
+        return taken
+
+
+class VideoShardDataset(IterableDataset):
+    """Decoded clips from WebDataset shards, split exactly over ranks and workers.
+
+    ``rank`` / ``world_size`` are given explicitly (the data module reads them from the trainer)
+    rather than looked up in the environment inside the worker. ``epoch`` is set by the loader
+    before each pass and advanced by the dataset itself (for persistent workers)."""
+
+    def __init__(
+        self,
+        shards: list[str],
+        options: ClipOptions,
+        *,
+        shuffle: bool = False,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        batches_per_epoch: int | None = None,
+        batch_size: int = 1,
+    ):
+        super().__init__()
+        if not shards:
+            raise LumiereError("VideoShardDataset needs at least one shard")
+        self.shards = list(shards)
+        self.options = options
+        self.shuffle = shuffle
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.batches_per_epoch = batches_per_epoch
+        self.batch_size = int(batch_size)
+        self.epoch = 0
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _plan(self, epoch: int, worker: int, num_workers: int, rng: np.random.Generator) -> Iterator[tuple[str, int, int]]:
+        if self.batches_per_epoch is not None:  # resampled: random shards with replacement, forever
+            while True:
+                yield (self.shards[int(rng.integers(len(self.shards)))], 1, 0)
+        order = shard_order(self.shards, self.seed, epoch, self.shuffle)
+        yield from assign_shards(order, self.rank * num_workers + worker, self.world_size * num_workers)
+
+    @staticmethod
+    def _read(plan, ledger: _SkipLedger) -> Iterator[dict[str, Any]]:
+        import webdataset as wds
+
+        for shard, modulus, remainder in plan:
+
+            def on_error(error: Exception, shard=shard) -> bool:
+                ledger.add("bad_shard", f"{shard}: {type(error).__name__}")
+                return True  # skip the rest of this shard, keep going
+
+            samples = wds.tarfile_to_samples(handler=on_error)(iter([{"url": shard}]))
+            for index, sample in enumerate(samples):
+                if index % modulus == remainder:
+                    yield sample
+
+    # -- decoding -----------------------------------------------------------------------------
+
+    def _examples(self, sample: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
+        opts = self.options
+        key = str(sample.get("__key__"))
+        try:
+            meta = sample_meta(sample)
+        except (ValueError, UnicodeDecodeError):
+            raise SampleSkipped("bad_json") from None
+        video_bytes = sample_video_bytes(sample)
+        if video_bytes is None:
+            raise SampleSkipped("missing_video")
+        caption = sample_caption(sample, meta)
+        if caption is None:
+            raise SampleSkipped("missing_caption")
+        hr_bytes = sample.get("hr.mp4")
+        if opts.hr_resolution is not None and hr_bytes is None:
+            raise SampleSkipped("missing_hr")
+        labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+        offset = opts.temporal_crop if self.shuffle else "center"
+        try:
+            if opts.image_mode:
+                wanted = opts.frames_per_clip
+
+                def pick(num_source: int) -> list[int]:
+                    if num_source <= wanted:
+                        return list(range(num_source))
+                    if offset == "random":
+                        return sorted(int(i) for i in rng.choice(num_source, size=wanted, replace=False))
+                    return [int(round(x)) for x in np.linspace(0, num_source - 1, wanted)]
+
+                frames, info = decode_frames(video_bytes, pick, backend=opts.decoder)
+                stride, fps = 1, info["source_fps"]
+            else:
+                frames, info = decode_clip(
+                    video_bytes,
+                    num_frames=opts.num_frames,
+                    backend=opts.decoder,
+                    frame_stride=opts.frame_stride,
+                    target_fps=opts.target_fps,
+                    offset=offset,
+                    rng=rng,
+                )
+                stride, fps = info["stride"], info["fps"]
+            hr_frames = None
+            if opts.hr_resolution is not None:
+                hr_frames, _ = decode_frames(hr_bytes, info["indices"], backend=opts.decoder)
+        except VideoDecodeError as error:
+            raise SampleSkipped(error.reason) from None
+        if not fps and meta.get("fps"):
+            fps = float(meta["fps"]) / stride  # container without a frame rate: trust the json
+
+        def example(frame_slice: slice, suffix: str) -> dict[str, Any]:
+            item = {
+                "video": frames_to_video(frames[frame_slice], opts.resolution),
+                "caption": caption,
+                "frame_stride": int(stride),
+                "fps": float(fps),
+                "labels": labels,
+                "key": key + suffix,
+            }
+            if hr_frames is not None:
+                item["video_hr"] = frames_to_video(hr_frames[frame_slice], opts.hr_resolution)
+            return item
+
+        if opts.image_mode:  # one T = 1 example per drawn frame
+            return [example(slice(i, i + 1), f"/frame{index:06d}") for i, index in enumerate(info["indices"])]
+        return [example(slice(None), "")]
+
+    def _decoded(self, samples, ledger: _SkipLedger, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+        consecutive = 0
+        for sample in samples:
+            try:
+                examples = self._examples(sample, rng)
+            except SampleSkipped as skip:
+                ledger.add(skip.reason, f"{sample.get('__url__')}::{sample.get('__key__')}")
+                consecutive += 1
+                if self.batches_per_epoch is not None and consecutive >= MAX_CONSECUTIVE_SKIPS:
+                    raise LumiereError(
+                        f"{consecutive} bad samples in a row and none decodable in {len(self.shards)} shards "
+                        f"(last reason: {skip.reason})"
+                    ) from None
+                continue
+            consecutive = 0
+            yield from examples
+
+    # -- iteration ----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import webdataset as wds
+
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch = self.epoch
+        self.epoch += 1  # persistent workers keep their copy: advance it for the next pass
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker, 1])
+        ledger = _SkipLedger()
+
+        samples = self._read(self._plan(epoch, worker, num_workers, rng), ledger)
+        if self.shuffle and self.shuffle_buffer > 1:
+            shuffle_rng = random.Random(int(rng.integers(2**63)))
+            samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=shuffle_rng)(samples)
+        examples = self._decoded(samples, ledger, rng)
+        if self.batches_per_epoch is not None:
+            # this worker's share of the rank's batches; the DataLoader batches per worker
+            share = self.batches_per_epoch // num_workers + (worker < self.batches_per_epoch % num_workers)
+            examples = islice(examples, share * self.batch_size)
+        for item in examples:
+            item[SKIPPED_KEY] = ledger.take()
+            yield item
+        leftover = ledger.take()
+        if leftover:
+            yield {SKIPPED_KEY: leftover, REPORT_ONLY_KEY: True}

@@ -1,0 +1,121 @@
+"""Batching and bad-sample bookkeeping on the main-process side of the DataLoader.
+
+A batch (docs/architecture.md): ``video`` (B, 3, T, H, W) float32 in [-1, 1], optional
+``video_hr``, ``caption`` list[str], ``frame_stride`` LongTensor (B,), ``fps`` FloatTensor (B,),
+``labels`` dict[str, list], ``key`` list[str].
+
+Workers cannot share Python counters, so each example carries the skips its worker saw since
+the previous example (see :mod:`lumiere.data.dataset`); :func:`collate_examples` gathers them
+per batch and :class:`VideoDataLoader` strips them off and adds them to a :class:`SkipTracker`.
+Every example reaches the main process exactly once, so the sum is exact.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from lumiere.data.dataset import REPORT_ONLY_KEY, SKIP_REASONS, SKIPPED_KEY
+from lumiere.errors import ConfigError
+
+
+def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors (in shared memory inside workers), keep strings and labels as lists."""
+    skipped = [event for item in examples for event in item.get(SKIPPED_KEY, ())]
+    real = [item for item in examples if not item.get(REPORT_ONLY_KEY)]
+    batch: dict[str, Any] = {SKIPPED_KEY: skipped}
+    if not real:
+        return batch
+    try:
+        batch["video"] = default_collate([item["video"] for item in real])
+        if "video_hr" in real[0]:
+            batch["video_hr"] = default_collate([item["video_hr"] for item in real])
+    except RuntimeError as error:
+        shapes = sorted({tuple(item["video"].shape) for item in real})
+        raise ConfigError(f"clips in a batch differ in shape {shapes}; set resolution to resize them") from error
+    batch["caption"] = [item["caption"] for item in real]
+    batch["frame_stride"] = torch.tensor([item["frame_stride"] for item in real], dtype=torch.long)
+    batch["fps"] = torch.tensor([item["fps"] for item in real], dtype=torch.float32)
+    label_names = list(dict.fromkeys(name for item in real for name in item["labels"]))
+    batch["labels"] = {name: [item["labels"].get(name) for item in real] for name in label_names}
+    batch["key"] = [item["key"] for item in real]
+    return batch
+
+
+class SkipTracker:
+    """Skip events (every time a bad sample is met) and distinct bad samples, per reason."""
+
+    MAX_REMEMBERED = 100_000  # distinct sample ids kept; beyond that only events are counted
+
+    def __init__(self) -> None:
+        self.events: Counter[str] = Counter()
+        self._seen: dict[str, set[str]] = {}
+        self._remembered = 0
+
+    def record(self, events: list[tuple[str, str]]) -> None:
+        for reason, sample_id in events:
+            self.events[reason] += 1
+            seen = self._seen.setdefault(reason, set())
+            if sample_id not in seen and self._remembered < self.MAX_REMEMBERED:
+                seen.add(sample_id)
+                self._remembered += 1
+
+    def counts(self) -> dict[str, int]:
+        """Skip events per reason (a bad sample met in three epochs counts three times)."""
+        return dict(self.events)
+
+    def distinct_counts(self) -> dict[str, int]:
+        """Distinct bad samples per reason."""
+        return {reason: len(ids) for reason, ids in self._seen.items() if ids}
+
+
+def merge_counts(*counts: dict[str, int]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for item in counts:
+        total.update(item)
+    ordered = [r for r in SKIP_REASONS if total.get(r)] + sorted(r for r in total if r not in SKIP_REASONS and total[r])
+    return {reason: int(total[reason]) for reason in ordered}
+
+
+class VideoDataLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`~lumiere.data.dataset.VideoShardDataset` that
+
+    * tells the dataset which epoch it is (shard shuffling) before each pass,
+    * strips the skip reports off the batches into :attr:`skips`, dropping report-only batches,
+    * has a length only when the epoch length is fixed (``num_batches``)."""
+
+    def __init__(
+        self,
+        dataset,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        *,
+        num_batches: int | None = None,
+        epoch_fn: Callable[[], int | None] | None = None,
+        **kwargs,
+    ):
+        kwargs.setdefault("collate_fn", collate_examples)
+        if num_workers > 0:
+            kwargs.setdefault("prefetch_factor", 2)
+        super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, **kwargs)
+        self.num_batches = num_batches
+        self.epoch_fn = epoch_fn
+        self.skips = SkipTracker()
+        self._passes = 0
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("this loader streams one pass over its shards; its length is unknown")
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        self.dataset.epoch = self._passes if epoch is None else int(epoch)
+        self._passes += 1
+        for batch in super().__iter__():
+            self.skips.record(batch.pop(SKIPPED_KEY, []))
+            if "video" in batch:
+                yield batch
