@@ -246,7 +246,9 @@ def transcode(item: VideoItem, options: ConvertOptions) -> tuple[bytes, dict[str
     try:
         with av.open(item.path, mode="r") as container:
             if not container.streams.video:
-                raise SkipVideo("not_video", "no video stream")
+                # streams but none of them video (audio-only): not a video; no streams: damaged
+                reason = "not_video" if len(container.streams) else classify_undecodable(data)
+                raise SkipVideo(reason, "no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate

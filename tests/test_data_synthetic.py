@@ -1,0 +1,110 @@
+"""Synthetic motion benchmark: determinism, captions, SR pairs, shards and manifest."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from data_fixtures import tiny_synthetic
+from lumiere.data.synthetic import (
+    ATTRIBUTE_VOCAB,
+    DIRECTIONS_BY_MOTION,
+    SPEED_ADVERB,
+    caption_from_labels,
+    generate_synthetic_benchmark,
+    main,
+    render_clip,
+    sample_labels,
+)
+from lumiere.errors import ConfigError
+
+
+def test_same_seed_renders_identical_frames_and_other_seeds_differ():
+    labels = sample_labels(np.random.default_rng(3))
+    first = render_clip(labels, num_frames=8, size=32, fps=16, seed=11)
+    again = render_clip(labels, num_frames=8, size=32, fps=16, seed=11)
+    other = render_clip(labels, num_frames=8, size=32, fps=16, seed=12)
+    assert first.dtype == np.uint8 and first.shape == (8, 32, 32, 3)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert sample_labels(np.random.default_rng(5)) == sample_labels(np.random.default_rng(5))
+
+
+@pytest.mark.parametrize("motion", sorted(DIRECTIONS_BY_MOTION))
+def test_every_motion_moves_the_picture(motion):
+    """Each motion changes the frames over time (a static clip would teach no motion; single
+    pairs may repeat, e.g. at a pendulum's turning point)."""
+    labels = dict(sample_labels(np.random.default_rng(0)), motion=motion, direction=DIRECTIONS_BY_MOTION[motion][0],
+                  shape="star", speed="fast", period="short" if motion in ("pendulum", "hopping", "pulsing") else "none")
+    frames = render_clip(labels, num_frames=6, size=32, fps=16, seed=1).astype(np.float32)
+    assert np.abs(np.diff(frames, axis=0)).mean() > 1.0
+
+
+def test_captions_name_every_label_and_are_distinct():
+    rng = np.random.default_rng(0)
+    seen: dict[str, dict] = {}
+    for _ in range(300):
+        labels = sample_labels(rng)
+        assert set(labels) == set(ATTRIBUTE_VOCAB)
+        assert all(labels[k] in ATTRIBUTE_VOCAB[k] for k in labels)
+        caption = caption_from_labels(labels)
+        words = set(re.findall(r"[a-z]+", caption))
+        for key in ("shape", "color", "background"):
+            assert labels[key] in words, (key, caption)
+        assert SPEED_ADVERB[labels["speed"]] in caption
+        if labels["direction"] != "none":
+            assert labels["direction"] in words
+        if labels["num_objects"] == "two":
+            assert labels["second_shape"] in words and labels["second_color"] in words
+        assert seen.setdefault(caption, labels) == labels, "two label sets share a caption"
+    # the draw covers the whole vocabulary of the main attributes
+    for key in ("shape", "color", "motion", "speed", "background"):
+        drawn = {labels[key] for labels in seen.values()}
+        assert drawn == set(ATTRIBUTE_VOCAB[key]), key
+
+
+def test_high_resolution_render_is_the_same_scene():
+    """The 128 px render, area-downsampled to 32 px, matches the 32 px render (SR pairs)."""
+    labels = sample_labels(np.random.default_rng(7))
+    low = render_clip(labels, num_frames=4, size=32, fps=16, seed=2).astype(np.float32)
+    high = render_clip(labels, num_frames=4, size=128, fps=16, seed=2).astype(np.float32)
+    pooled = high.reshape(4, 32, 4, 32, 4, 3).mean(axis=(2, 4))
+    assert np.abs(pooled - low).mean() < 4.0  # on a 0..255 scale: anti-aliasing differences only
+
+
+def test_benchmark_shards_hold_the_documented_sample_format():
+    root = tiny_synthetic()
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["splits"]["train"]["num_samples"] == 12
+    assert len(manifest["splits"]["train"]["shards"]) == 4  # min_shards=4 -> 3 clips per shard
+    shards = sorted(str(p) for p in (root / "train").glob("*.tar"))
+    samples = list(wds.WebDataset(shards, shardshuffle=False, empty_check=False))
+    assert len(samples) == 12
+    sample = samples[0]
+    assert {"mp4", "hr.mp4", "txt", "json"} <= set(sample)
+    meta = json.loads(sample["json"])
+    assert meta["caption"] == sample["txt"].decode() == caption_from_labels(meta["labels"])
+    assert (meta["fps"], meta["num_frames"], meta["width"], meta["hr_width"]) == (16.0, 16, 32, 64)
+
+
+def test_regenerating_is_a_noop_and_another_config_needs_overwrite(tmp_path):
+    kwargs = dict(num_train=2, num_val=1, num_test=0, num_frames=4, fps=8, size=16, hr_size=None, progress=False)
+    first = generate_synthetic_benchmark(tmp_path, **kwargs)
+    shard = tmp_path / first["splits"]["train"]["shards"][0]["path"]
+    stamp = shard.stat().st_mtime_ns
+    assert generate_synthetic_benchmark(tmp_path, **kwargs) == first
+    assert shard.stat().st_mtime_ns == stamp  # untouched
+    with pytest.raises(ConfigError, match="num_train"):
+        generate_synthetic_benchmark(tmp_path, **dict(kwargs, num_train=3))
+    third = generate_synthetic_benchmark(tmp_path, **dict(kwargs, num_train=3), overwrite=True)
+    assert third["splits"]["train"]["num_samples"] == 3
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
+    assert main(["--out", str(tmp_path), "--train", "1", "--val", "0", "--test", "0", "--frames", "2", "--size", "15", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "even" in err and "\n" not in err
