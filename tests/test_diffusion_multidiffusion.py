@@ -11,6 +11,7 @@ from lumiere.diffusion import (
     multidiffusion_sample,
     non_overlapping_windows,
     sample,
+    segment_boundaries,
     temporal_windows,
     window_weights,
 )
@@ -78,6 +79,8 @@ def test_non_overlapping_windows_give_every_frame_exactly_one_owner():
                 assert set(weight.tolist()) <= {0.0, 1.0}
                 owners[start:end] += weight
             assert torch.equal(owners, torch.ones(num_frames))
+    assert segment_boundaries(16, 8) == [8]
+    assert segment_boundaries(20, 8) == [8, 16]  # the end-aligned last window owns frames 16-19
 
 
 @pytest.mark.parametrize("kind", ["flat", "triangular"])

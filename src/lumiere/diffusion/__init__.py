@@ -10,6 +10,7 @@ from lumiere.diffusion.multidiffusion import (
     combine_windows,
     multidiffusion_sample,
     non_overlapping_windows,
+    segment_boundaries,
     temporal_windows,
     window_weights,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "sample",
     "sdedit",
     "sdedit_schedule",
+    "segment_boundaries",
     "signal_to_noise_ratio",
     "split_variance",
     "temporal_windows",

@@ -102,6 +102,16 @@ def non_overlapping_windows(num_frames: int, window: int) -> tuple[list[tuple[in
     return windows, weights
 
 
+def segment_boundaries(num_frames: int, window: int) -> list[int]:
+    """First frame of every non-overlapping segment but the first: where the ablation's seams are.
+
+    Pass these to `lumiere.viz.boundary_to_median_ratio` / `plot_frame_difference` for both the
+    windowed and the MultiDiffusion result, so the two are measured at the same transitions.
+    """
+    windows, weights = non_overlapping_windows(num_frames, window)
+    return [start + int(torch.nonzero(weight)[0]) for (start, _), weight in zip(windows[1:], weights[1:])]
+
+
 def combine_windows(
     window_preds: Sequence[Tensor],
     windows: Sequence[tuple[int, int]],
@@ -221,6 +231,7 @@ def multidiffusion_sample(
     else:
         windows = temporal_windows(num_frames, window, overlap)
         weights = [window_weights(end - start, weighting) for start, end in windows]
+    weights = [weight.to(noise.device) for weight in weights]
     if combine == "auto":
         combine = "prediction" if is_stochastic(scheduler) else "x_prev"
 

@@ -88,9 +88,10 @@ class DiffusionObjective:
         return signal_to_noise_ratio(t, self.alphas_cumprod)
 
     def loss_weights(self, t: Tensor) -> Tensor:
-        """Per-sample weight w(t) (float64, CPU) of the squared error on the chosen target."""
+        """Per-sample weight w(t) (float64, on t's device) of the squared error on the chosen target."""
         if self.loss_weighting == "uniform":
-            return torch.ones(torch.as_tensor(t).shape, dtype=torch.float64)
+            t = torch.as_tensor(t)
+            return torch.ones(t.shape, dtype=torch.float64, device=t.device)
         snr = self.snr(t)
         clamped = snr.clamp(max=self.min_snr_gamma)
         return clamped / snr if self.prediction_type == "epsilon" else clamped / (snr + 1.0)
@@ -120,11 +121,12 @@ class DiffusionObjective:
         batch, channels = x0.shape[:2]
         if timesteps is None:
             timesteps = self.sample_timesteps(batch, generator=generator, device=x0.device)
-        timesteps = torch.as_tensor(timesteps, device=x0.device).long()
-        if timesteps.shape != (batch,):
-            raise ConfigError(f"timesteps must have shape ({batch},), got {tuple(timesteps.shape)}")
-        if timesteps.min() < 0 or timesteps.max() >= self.num_train_timesteps:
-            raise ConfigError(f"timesteps must lie in [0, {self.num_train_timesteps})")
+        else:  # caller-chosen timesteps are checked (sampled ones are valid by construction)
+            timesteps = torch.as_tensor(timesteps, device=x0.device).long()
+            if timesteps.shape != (batch,):
+                raise ConfigError(f"timesteps must have shape ({batch},), got {tuple(timesteps.shape)}")
+            if timesteps.min() < 0 or timesteps.max() >= self.num_train_timesteps:
+                raise ConfigError(f"timesteps must lie in [0, {self.num_train_timesteps})")
         if noise is None:
             noise = make_noise(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = self.add_noise(x0, noise, timesteps)
@@ -136,7 +138,7 @@ class DiffusionObjective:
         target = self.target(x0, noise, timesteps)
         reduce_dims = tuple(range(1, x0.ndim))
         mse = (prediction.float() - target.float()).pow(2).mean(dim=reduce_dims)
-        weights = self.loss_weights(timesteps.cpu()).to(mse.device, mse.dtype)
+        weights = self.loss_weights(timesteps).to(mse.dtype)
         per_sample = weights * mse
         info = {"loss_per_sample": per_sample.detach(), "mse_per_sample": mse.detach(),
                 "weights": weights, "timesteps": timesteps}

@@ -48,14 +48,20 @@ def make_noise(
     return noise.to(device) if device is not None else noise
 
 
+def _alpha_bar(alphas_cumprod: Tensor, t: Tensor | int) -> Tensor:
+    """alpha_bar at t, in float64, on t's device (no device-to-host sync for training timesteps)."""
+    t = torch.as_tensor(t)
+    dtype = torch.float32 if t.device.type == "mps" else torch.float64  # MPS has no float64
+    return alphas_cumprod.to(t.device, dtype)[t.long()]
+
+
 def _schedule_coefficients(alphas_cumprod: Tensor, t: Tensor | int, like: Tensor) -> tuple[Tensor, Tensor]:
     """sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t), shaped to broadcast against `like`.
 
     `t` is a scalar timestep (sampling: the whole batch is at one step) or a (B,) tensor
     (training: one timestep per sample). Computed in float64, returned in `like`'s dtype.
     """
-    t = torch.as_tensor(t).to("cpu", torch.long)
-    alpha_bar = alphas_cumprod.to("cpu", torch.float64)[t]
+    alpha_bar = _alpha_bar(alphas_cumprod, t)
     if alpha_bar.ndim == 1:  # per-sample timesteps: (B,) -> (B, 1, 1, ...)
         alpha_bar = alpha_bar.view(-1, *([1] * (like.ndim - 1)))
     signal = alpha_bar.sqrt().to(like.device, like.dtype)
@@ -100,8 +106,8 @@ def model_output_from_x0(x0: Tensor, x_t: Tensor, t: Tensor | int, alphas_cumpro
 
 
 def signal_to_noise_ratio(t: Tensor | int, alphas_cumprod: Tensor) -> Tensor:
-    """SNR(t) = alpha_bar_t / (1 - alpha_bar_t), in float64 on the CPU."""
-    alpha_bar = alphas_cumprod.to("cpu", torch.float64)[torch.as_tensor(t).to("cpu", torch.long)]
+    """SNR(t) = alpha_bar_t / (1 - alpha_bar_t), in float64 on t's device."""
+    alpha_bar = _alpha_bar(alphas_cumprod, t)
     return alpha_bar / (1.0 - alpha_bar)
 
 
