@@ -1,0 +1,290 @@
+"""Properties of the STUNet inflation (paper Sec. 3.1, Fig. 4, App. B) on tiny IF-I, SD and IF-II U-Nets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from einops import rearrange
+from safetensors.torch import load_file, save_file
+
+from lumiere.errors import ConfigError
+from lumiere.models import STUNet, build_fixed_resolution_inflation, build_unet
+from lumiere.models.t2i import unet_text_dim
+
+PRESETS = ["if_stage1_tiny", "sd_tiny", "if_stage2_tiny"]
+TOL = 1e-5
+
+
+def _inputs(unet, batch=2, frames=8, size=16, seed=0, text_len=6):
+    g = torch.Generator().manual_seed(seed)
+    sample = torch.randn(batch, unet.config.in_channels, frames, size, size, generator=g)
+    timestep = torch.tensor([17, 640][:batch])
+    text = torch.randn(batch, text_len, unet_text_dim(unet), generator=g)
+    mask = torch.ones(batch, text_len, dtype=torch.bool)
+    mask[0, text_len // 2 :] = False  # a padded prompt: the mask must matter
+    class_labels = torch.tensor([20, 250][:batch]) if unet.config.class_embed_type is not None else None
+    return sample, timestep, text, mask, class_labels
+
+
+def _unet_per_frame(unet, sample, timestep, text, mask, class_labels):
+    """The 2D U-Net applied to every frame independently, via diffusers' own forward."""
+    b, _, t, _, _ = sample.shape
+    frames = rearrange(sample, "b c t h w -> (b t) c h w")
+    repeat = lambda x: None if x is None else x.repeat_interleave(t, dim=0)  # noqa: E731
+    out = unet(
+        frames,
+        repeat(timestep),
+        repeat(text),
+        encoder_attention_mask=repeat(mask),
+        class_labels=repeat(class_labels),
+    ).sample
+    return rearrange(out, "(b t) c h w -> b c t h w", b=b)
+
+
+def _perturb_trainable(model: STUNet, seed: int = 1, scale: float = 0.05) -> None:
+    """Give every trainable parameter (incl. the zero-initialised projections) random values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from 2 threads, and on a shared, loaded 2-core machine the
+    OpenMP threads of one process wait on each other (a 10x slow-down measured here)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def unets():
+    torch.manual_seed(0)
+    return {name: build_unet(name).eval() for name in PRESETS}
+
+
+# ---- (a) no temporal resampling: the STUNet at init is the 2D U-Net frame by frame -------------
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_without_resampling_stunet_at_init_equals_2d_unet_per_frame(unets, preset):
+    unet = unets[preset]
+    model = STUNet(unet, temporal_resampling=False)
+    assert model.temporal_factor == 1
+    inputs = _inputs(unet)
+    with torch.no_grad():
+        video = model(*inputs)
+        reference = _unet_per_frame(unet, *inputs)
+    assert video.shape == reference.shape == (2, unet.config.out_channels, 8, 16, 16)
+    assert (video - reference).abs().max() <= TOL
+
+
+# ---- (b) with temporal resampling: every N-th frame equals the 2D output (App. B, Fig. 13) ---
+
+
+@pytest.mark.parametrize("preset", ["if_stage1_tiny", "sd_tiny"])
+def test_with_resampling_every_nth_output_frame_equals_2d_unet(unets, preset):
+    unet = unets[preset]
+    model = STUNet(unet)  # temporal downsampling after both spatial downsamplers: N = 4
+    n = model.temporal_factor
+    assert n == 4
+    inputs = _inputs(unet, frames=8)
+    with torch.no_grad():
+        video = model(*inputs)
+        reference = _unet_per_frame(unet, *inputs)
+    assert (video[:, :, ::n] - reference[:, :, ::n]).abs().max() <= TOL
+    # The frames in between are not the 2D output: they mix neighbouring frames (nearest-neighbour upsampling).
+    assert (video[:, :, 1::n] - reference[:, :, 1::n]).abs().max() > 1e-3
+
+
+def test_partial_temporal_downsampling_gives_factor_two(unets):
+    unet = unets["if_stage1_tiny"]
+    model = STUNet(unet, temporal_downsample_levels=[1])
+    assert model.temporal_factor == 2
+    inputs = _inputs(unet, frames=4)
+    with torch.no_grad():
+        video = model(*inputs)
+        reference = _unet_per_frame(unet, *inputs)
+    assert (video[:, :, ::2] - reference[:, :, ::2]).abs().max() <= TOL
+
+
+# ---- (f) He initialisation of the resampling modules breaks the equality (Fig. 12/13) ------
+
+
+def test_he_init_resampling_does_not_reproduce_2d_frames(unets):
+    unet = unets["if_stage1_tiny"]
+    torch.manual_seed(3)
+    model = STUNet(unet, resampling_init="he")
+    inputs = _inputs(unet, frames=8)
+    with torch.no_grad():
+        video = model(*inputs)
+        reference = _unet_per_frame(unet, *inputs)
+    n = model.temporal_factor
+    assert (video[:, :, ::n] - reference[:, :, ::n]).abs().max() > 1e-2
+
+
+# ---- (e) the block walk itself matches diffusers' UNet2DConditionModel.forward ---------------
+
+
+@pytest.mark.parametrize("preset", ["if_stage1_tiny", "sd_tiny"])
+@pytest.mark.parametrize("frames", [1, 3])
+def test_block_walk_without_temporal_modules_matches_diffusers_forward(unets, preset, frames):
+    unet = unets[preset]
+    walk_only = STUNet(
+        unet, temporal_resampling=False, conv_block_levels="none", attention_levels="none", num_temporal_attention_layers=0
+    )
+    assert sum(p.numel() for p in walk_only.trainable_parameters()) == 0
+    inputs = _inputs(unet, frames=frames)
+    with torch.no_grad():
+        video = walk_only(*inputs)
+        reference = _unet_per_frame(unet, *inputs)
+        unmasked = _unet_per_frame(unet, *inputs[:3], None, inputs[4])
+    assert (video - reference).abs().max() <= TOL
+    assert (reference - unmasked).abs().max() > 1e-4  # the attention mask really changed the output
+
+
+def test_block_walk_forwards_upsample_size_for_odd_spatial_sizes(unets):
+    unet = unets["sd_tiny"]  # conv up-samplers honour upsample_size (18 -> 9 -> 5 -> 9 -> 18)
+    model = STUNet(unet, temporal_resampling=False)
+    inputs = _inputs(unet, frames=2, size=18)
+    with torch.no_grad():
+        video = model(*inputs)
+        reference = _unet_per_frame(unet, *inputs)
+    assert video.shape[-2:] == (18, 18)
+    assert (video - reference).abs().max() <= TOL
+
+
+# ---- SSR (Sec. 3.2): stage-II U-Net, noise level as class_labels, T kept ------------------
+
+
+def test_ssr_stunet_uses_noise_level_and_keeps_coarsest_attention(unets):
+    unet = unets["if_stage2_tiny"]
+    model = STUNet(unet, temporal_resampling=False)
+    assert len(model.mid_temporal.blocks) > 0
+    assert any(len(stack.blocks) for stack in model.up_temporal[0].layers)  # attention after coarsest up layers
+    sample, timestep, text, mask, class_labels = _inputs(unet, frames=4)
+    with torch.no_grad():
+        low_noise = model(sample, timestep, text, mask, class_labels)
+        high_noise = model(sample, timestep, text, mask, class_labels + 500)
+    assert low_noise.shape[2] == 4
+    assert (low_noise - high_noise).abs().max() > 1e-4
+    with pytest.raises(ConfigError, match="class_labels"):
+        model(sample, timestep, text, mask, None)
+
+
+# ---- (d) frame counts: clear ConfigError before any compute --------------------------------
+
+
+@pytest.mark.parametrize("frames,reason", [(6, "not divisible"), (4, "too short")])
+def test_bad_frame_count_raises_config_error_before_compute(unets, frames, reason):
+    unet = unets["if_stage1_tiny"]
+    model = STUNet(unet)  # N = 4: needs a multiple of 4 and at least 8 frames
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in (unet.conv_in, unet.time_embedding)]
+    try:
+        with pytest.raises(ConfigError, match=reason):
+            model(*_inputs(unet, frames=frames))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == []
+    with pytest.raises(ConfigError, match="divisible by the STUNet's temporal factor N=4"):
+        model.check_num_frames(10)
+    model.check_num_frames(80)  # the paper's clip length
+
+
+def test_temporal_downsample_levels_must_follow_spatial_downsamplers(unets):
+    with pytest.raises(ConfigError, match="without a spatial downsampler"):
+        STUNet(unets["if_stage1_tiny"], temporal_downsample_levels=[2])
+
+
+# ---- (c) only temporal parameters train; trainable state dict round trip -------------------
+
+
+def test_gradients_reach_only_temporal_parameters(unets, tmp_path):
+    unet = unets["if_stage1_tiny"]
+    torch.manual_seed(0)
+    model = STUNet(unet)
+    trainable = dict(model.trainable_named_parameters())
+    assert trainable and all(not name.startswith("unet.") for name in trainable)
+    assert all(not p.requires_grad for p in unet.parameters())
+
+    inputs = _inputs(unet, frames=8)
+    model(*inputs).square().mean().backward()
+    assert all(p.grad is None for p in unet.parameters())
+    projections = {n: p for n, p in trainable.items() if n.endswith("proj_out.weight")}
+    assert projections and all(p.grad is not None and p.grad.abs().sum() > 0 for p in projections.values())
+
+    # After one step the zero projections are non-zero, so every temporal parameter gets gradient.
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=1e-3)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model(*inputs).square().mean().backward()
+    no_grad = [n for n, p in trainable.items() if p.grad is None or p.grad.abs().sum() == 0]
+    assert no_grad == []
+    assert all(p.grad is None for p in unet.parameters())
+
+    state = model.trainable_state_dict()
+    assert set(state) == set(trainable)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "temporal.safetensors"))
+    torch.manual_seed(123)
+    restored = STUNet(unet)
+    restored.load_trainable_state_dict(load_file(str(tmp_path / "temporal.safetensors")))
+    with torch.no_grad():
+        assert torch.equal(model(*inputs), restored(*inputs))
+
+
+def test_load_trainable_state_dict_rejects_mismatched_keys(unets):
+    model = STUNet(unets["if_stage1_tiny"])
+    state = model.trainable_state_dict()
+    state.pop(next(iter(state)))
+    with pytest.raises(ConfigError, match="missing"):
+        model.load_trainable_state_dict(state)
+    other = STUNet(unets["if_stage1_tiny"], num_temporal_attention_layers=1)
+    with pytest.raises(ConfigError, match="unexpected"):
+        other.load_trainable_state_dict(model.trainable_state_dict())
+
+
+# ---- (h) activation checkpointing gives the same gradients ----------------------------------
+
+
+def test_gradient_checkpointing_gives_same_gradients(unets):
+    unet = unets["if_stage1_tiny"]
+    torch.manual_seed(0)
+    model = STUNet(unet)
+    _perturb_trainable(model)
+    inputs = _inputs(unet, frames=8)
+
+    def grads(checkpointing: bool):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad(set_to_none=True)
+        loss = model(*inputs).square().mean()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.trainable_named_parameters()}
+
+    loss_plain, plain = grads(False)
+    loss_ckpt, ckpt = grads(True)
+    assert torch.allclose(loss_plain, loss_ckpt, atol=1e-6)
+    assert plain.keys() == ckpt.keys()
+    # the earliest temporal layer (level 0, first down layer) is reached through frozen blocks
+    assert ckpt["down_temporal.0.layers.0.blocks.0.spatial_conv.weight"].abs().sum() > 0
+    for name in plain:
+        assert torch.allclose(plain[name], ckpt[name], rtol=1e-4, atol=1e-6), name
+    assert all(p.grad is None for p in unet.parameters())
+
+
+# ---- fixed-resolution baseline (benchmark) ---------------------------------------------------
+
+
+def test_fixed_resolution_inflation_has_temporal_blocks_everywhere_and_keeps_frames(unets):
+    unet = unets["if_stage1_tiny"]
+    baseline = build_fixed_resolution_inflation(unet)
+    assert baseline.temporal_factor == 1
+    for level in list(baseline.down_temporal) + list(baseline.up_temporal):
+        assert level.resample is None
+        assert all(len(stack.blocks) == 2 for stack in level.layers)  # conv + attention after every layer
+    inputs = _inputs(unet, frames=3)
+    with torch.no_grad():
+        assert (baseline(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
