@@ -352,17 +352,21 @@ def decode_first_frames(path: str | os.PathLike, num_frames: int | None = 16) ->
     return np.stack(frames)
 
 
-def find_ucf101_videos(root: str | os.PathLike, max_per_class: int | None = None) -> list[tuple[str, Path]]:
-    """(class, file) for every video under ``root/<ClassFolder>/``; every class must be present."""
+def find_ucf101_videos(
+    root: str | os.PathLike, max_per_class: int | None = None, classes: Sequence[str] | None = None
+) -> list[tuple[str, Path]]:
+    """(class, file) for every video under ``root/<ClassFolder>/`` (folder names matched
+    case-insensitively); every class of ``classes`` (default all 101) must be present."""
     root = Path(root)
     if not root.is_dir():
         raise InputFileError(f"UCF101 folder not found: {root}")
+    classes = ucf101_classes() if classes is None else [canonical_class_name(name) for name in classes]
     folders = {folder.name.lower(): folder for folder in root.iterdir() if folder.is_dir()}
-    missing = [name for name in ucf101_classes() if name.lower() not in folders]
+    missing = [name for name in classes if name.lower() not in folders]
     if missing:
         raise InputFileError(f"{root} lacks UCF101 class folders {missing[:5]}{' ...' if len(missing) > 5 else ''} (expected root/ApplyEyeMakeup/*.avi, ...)")
     videos = []
-    for name in ucf101_classes():
+    for name in classes:
         files = sorted(p for p in folders[name.lower()].iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
         videos.extend((name, path) for path in files[:max_per_class])
     return videos
@@ -375,17 +379,19 @@ def compute_ucf101_real_statistics(
     batch_size: int = 8,
     num_frames: int = 16,
     max_per_class: int | None = None,
+    classes: Sequence[str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Feed every UCF101 clip's first ``num_frames`` frames to the FVD metric's real side and save the npz.
 
     ``metric`` defaults to ``FrechetVideoDistance()`` (I3D, published preprocessing). Clips shorter
-    than ``num_frames`` are skipped with a warning.
+    than ``num_frames`` are skipped with a warning. ``max_per_class`` and ``classes`` restrict the
+    clips for quick runs (the published protocol uses all 13,320).
     """
     from lumiere.metrics.fvd import FrechetVideoDistance
 
     metric = FrechetVideoDistance() if metric is None else metric
-    videos = find_ucf101_videos(root, max_per_class)
+    videos = find_ucf101_videos(root, max_per_class, classes)
     buffer: list[torch.Tensor] = []
     too_short = 0
 
