@@ -159,3 +159,16 @@ def test_loading_statistics_of_another_variant_is_refused(tmp_path):
 
 def test_default_variant_name_is_the_published_one():
     assert FVD_VARIANT == "tf1-legacy-bilinear-224, first16, eps1e-3, logits400, ddof1"
+
+
+def test_frozen_feature_extractor_stays_out_of_checkpoints():
+    holder = nn.Module()
+    holder.fvd = make_metric()
+    holder.head = nn.Linear(2, 2)
+    state = holder.state_dict()
+    assert not any("feature_extractor" in key for key in state) and "head.weight" in state
+    fresh = nn.Module()
+    fresh.fvd = make_metric()
+    fresh.head = nn.Linear(2, 2)
+    fresh.load_state_dict(state, strict=True)  # the extractor's absence is not an error
+    assert torch.equal(fresh.fvd.feature_extractor.proj.weight, LinearFeatures().proj.weight)

@@ -23,6 +23,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from lumiere.errors import ConfigError, InputFileError
+from lumiere.metrics._frozen import exclude_from_state_dict
 from lumiere.metrics.preprocessing import FVD_NUM_FRAMES, FVD_SIZE, fvd_variant, preprocess_for_fvd
 
 
@@ -111,6 +112,7 @@ class FrechetVideoDistance(Metric):
             feature_extractor = I3D.from_pretrained()
         feature_extractor.eval().requires_grad_(False)
         self.feature_extractor = feature_extractor
+        exclude_from_state_dict(self, "feature_extractor")  # frozen weights stay out of checkpoints
         dim = feature_dim or getattr(feature_extractor, "feature_dim", None)
         if not dim:
             raise ConfigError("FrechetVideoDistance needs feature_dim (or a feature_extractor with a feature_dim attribute)")

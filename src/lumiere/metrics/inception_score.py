@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lumiere.errors import ConfigError
+from lumiere.metrics._frozen import exclude_from_state_dict
 
 LOG_EPS = 1e-20
 
@@ -78,6 +79,7 @@ class VideoInceptionScore(Metric):
             outputs = "probs"
         classifier.eval().requires_grad_(False)
         self.classifier, self.outputs, self.splits, self.seed = classifier, outputs, splits, seed
+        exclude_from_state_dict(self, "classifier")  # frozen weights stay out of checkpoints
         self.add_state("probs", [], dist_reduce_fx="cat")
 
     @torch.no_grad()
