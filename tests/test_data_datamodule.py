@@ -8,7 +8,9 @@ import torch
 import webdataset as wds
 
 from data_fixtures import good_sample, tiny_synthetic, write_numbered_shards, write_shard
-from lumiere.data import VideoDataModule
+from types import SimpleNamespace
+
+from lumiere.data import VideoDataLoader, VideoDataModule
 from lumiere.data.dataset import assign_shards
 from lumiere.data.decoders import decode_frames
 from lumiere.errors import ConfigError, InputFileError
@@ -145,3 +147,22 @@ def test_video2dataset_shards_take_the_caption_from_json(tmp_path):
     dm = VideoDataModule(str(tmp_path / "00000.tar"), num_frames=4, batch_size=1, num_workers=0)
     batch = next(iter(dm.train_dataloader()))
     assert batch["caption"] == ["a bar sliding"] and batch["labels"] == {}
+
+
+def test_uint8_batches_finished_on_the_device_equal_float_batches():
+    """Under a Trainer on an accelerator the workers send uint8; the data module's
+    on_after_batch_transfer hook turns them into the same float batch."""
+    root = tiny_synthetic()
+    kwargs = dict(num_frames=4, resolution=32, hr_resolution=64, batch_size=2, num_workers=0)
+    reference = next(iter(VideoDataModule(root / "train", root / "val", **kwargs).val_dataloader()))
+    dm = VideoDataModule(root / "train", root / "val", **kwargs)
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)),
+                                 global_rank=0, world_size=1, current_epoch=0)
+    loader = dm.val_dataloader()
+    assert isinstance(loader, VideoDataLoader) and loader.uint8_video
+    batch = next(iter(loader))
+    assert batch["video"].dtype == torch.uint8 and batch["video"].shape == reference["video"].shape
+    batch = dm.on_after_batch_transfer(batch, 0)
+    torch.testing.assert_close(batch["video"], reference["video"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch["video_hr"], reference["video_hr"], atol=1e-6, rtol=0)
+    assert batch["key"] == reference["key"]

@@ -8,6 +8,11 @@
 * Spatial super-resolution (Sec. 3.2): ``hr_resolution`` also decodes the sample's ``hr.mp4``
   at the same frame indices and returns ``video_hr``.
 
+Batches hold float32 videos in [-1, 1]. Under a Trainer on an accelerator the workers send
+uint8 videos instead (a quarter of the bytes through shared memory and to the device) and
+:meth:`VideoDataModule.on_after_batch_transfer` converts them on the device, before the
+LightningModule or any callback sees the batch (``convert_on_device=False`` turns this off).
+
 Shards come from :mod:`lumiere.data.synthetic`, :mod:`lumiere.data.convert` or video2dataset.
 Bad samples are skipped and counted (:meth:`VideoDataModule.skipped_counts`,
 :class:`~lumiere.data.callbacks.BadSampleReporter`). See :mod:`lumiere.data.dataset` for how the
@@ -20,11 +25,12 @@ import os
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lumiere.data.dataset import ClipOptions, VideoShardDataset
 from lumiere.data.decoders import BACKENDS, OFFSET_POLICIES
-from lumiere.data.loader import VideoDataLoader, merge_counts
+from lumiere.data.loader import VideoDataLoader, merge_counts, to_model_range
 from lumiere.data.shards import expand_shards
 from lumiere.errors import ConfigError
 
@@ -65,6 +71,7 @@ class VideoDataModule(pl.LightningDataModule):
         persistent_workers: bool = False,
         pin_memory: bool = False,
         decoder: str = "decord",  # or "pyav"
+        convert_on_device: bool = True,  # with a Trainer on an accelerator: uint8 to the device, float there
         shuffle_buffer: int = 64,  # samples held for shuffling (training)
         seed: int = 0,
         epoch_length: int | None = None,  # None: one pass per epoch; int: batches per rank, resampled
@@ -108,6 +115,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.pin_memory = bool(pin_memory)
+        self.convert_on_device = bool(convert_on_device)
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed = int(seed)
         self.epoch_length = int(epoch_length) if epoch_length is not None else None
@@ -168,6 +176,25 @@ class VideoDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return int(trainer.current_epoch) if trainer is not None else None
 
+    def _uint8_batches(self) -> bool:
+        """Send uint8 videos when a Trainer will move them to an accelerator: the conversion to
+        float then runs there (``on_after_batch_transfer``), not in the CPU workers."""
+        trainer = self.trainer
+        if not self.convert_on_device or trainer is None:
+            return False
+        try:
+            return trainer.strategy.root_device.type != "cpu"
+        except Exception:  # strategy not set up yet
+            return False
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Finish uint8 batches on the device: float32 in [-1, 1] (docs/architecture.md)."""
+        if isinstance(batch, dict):
+            for key in ("video", "video_hr"):
+                if key in batch and isinstance(batch[key], torch.Tensor):
+                    batch[key] = to_model_range(batch[key])
+        return batch
+
     def _warn_once(self, tag: str, message: str) -> None:
         if tag not in self._warned:
             self._warned.add(tag)
@@ -215,6 +242,7 @@ class VideoDataModule(pl.LightningDataModule):
             epoch_fn=self._current_epoch,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
+            uint8_video=self._uint8_batches(),
         )
         previous = self.loaders.get(split)
         if previous is not None:  # keep the counts of an earlier loader of this split

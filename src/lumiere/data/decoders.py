@@ -181,6 +181,9 @@ def _resolve_stride(frame_stride: int | None, target_fps: float | None, source_f
 # ----------------------------------------------------------------------------------------------
 
 
+_DECORD_QUIET = False
+
+
 class _DecordReader:
     """decord ``VideoReader`` over the in-memory bytes; random access with ``get_batch``."""
 
@@ -189,7 +192,10 @@ class _DecordReader:
     def __init__(self, data: bytes):
         import decord  # lazy: importing decord in the parent before workers fork is asking for trouble
 
-        decord.logging.set_level(decord.logging.QUIET)
+        global _DECORD_QUIET
+        if not _DECORD_QUIET:  # FFmpeg's own messages for broken files; our errors say enough
+            decord.logging.set_level(decord.logging.QUIET)
+            _DECORD_QUIET = True
         self._reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
         self.num_frames = len(self._reader)
         self.fps = float(self._reader.get_avg_fps())

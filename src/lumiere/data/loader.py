@@ -12,30 +12,62 @@ Every example reaches the main process exactly once, so the sum is exact.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, get_worker_info
 
-from lumiere.data.dataset import REPORT_ONLY_KEY, SKIP_REASONS, SKIPPED_KEY
+from lumiere.data.dataset import REPORT_ONLY_KEY, SKIP_REASONS, SKIPPED_KEY, frames_into_video
 from lumiere.errors import ConfigError
 
 
-def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors (in shared memory inside workers), keep strings and labels as lists."""
+def stack_clips(frames: list[torch.Tensor], *, as_uint8: bool = False) -> torch.Tensor:
+    """uint8 clips [(T, H, W, 3)] -> batch (B, 3, T, H, W): float32 in [-1, 1], or planar uint8
+    when ``as_uint8`` (converted later on the accelerator, see ``VideoDataModule``).
+
+    Inside a DataLoader worker the batch is allocated in shared memory (as ``default_collate``
+    does), so it reaches the main process without another copy."""
+    shapes = {tuple(f.shape) for f in frames}
+    if len(shapes) != 1:
+        raise ConfigError(f"clips in a batch differ in shape {sorted(shapes)}; set resolution to resize them")
+    num_frames, height, width, _ = frames[0].shape
+    shape = (len(frames), 3, num_frames, height, width)
+    dtype = torch.uint8 if as_uint8 else torch.float32
+    if get_worker_info() is not None:
+        numel = len(frames) * 3 * num_frames * height * width
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel, device="cpu")
+        out = torch.empty(0, dtype=dtype).new(storage).view(shape)
+    else:
+        out = torch.empty(shape, dtype=dtype)
+    for index, clip in enumerate(frames):
+        if as_uint8:
+            for channel in range(3):
+                out[index, channel].copy_(clip[..., channel])
+        else:
+            frames_into_video(clip, out[index])
+    return out
+
+
+def to_model_range(video: torch.Tensor) -> torch.Tensor:
+    """A uint8 batch [0, 255] -> float32 [-1, 1]; float input is returned as it is."""
+    if video.dtype != torch.uint8:
+        return video
+    return video.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
+
+
+def collate_examples(examples: list[dict[str, Any]], as_uint8: bool = False) -> dict[str, Any]:
+    """Build the batch: videos (float in [-1, 1], or uint8 if ``as_uint8``), strings and labels
+    as lists, the workers' skip reports under ``__skipped__``."""
     skipped = [event for item in examples for event in item.get(SKIPPED_KEY, ())]
     real = [item for item in examples if not item.get(REPORT_ONLY_KEY)]
     batch: dict[str, Any] = {SKIPPED_KEY: skipped}
     if not real:
         return batch
-    try:
-        batch["video"] = default_collate([item["video"] for item in real])
-        if "video_hr" in real[0]:
-            batch["video_hr"] = default_collate([item["video_hr"] for item in real])
-    except RuntimeError as error:
-        shapes = sorted({tuple(item["video"].shape) for item in real})
-        raise ConfigError(f"clips in a batch differ in shape {shapes}; set resolution to resize them") from error
+    batch["video"] = stack_clips([item["frames"] for item in real], as_uint8=as_uint8)
+    if "frames_hr" in real[0]:
+        batch["video_hr"] = stack_clips([item["frames_hr"] for item in real], as_uint8=as_uint8)
     batch["caption"] = [item["caption"] for item in real]
     batch["frame_stride"] = torch.tensor([item["frame_stride"] for item in real], dtype=torch.long)
     batch["fps"] = torch.tensor([item["fps"] for item in real], dtype=torch.float32)
@@ -85,7 +117,10 @@ class VideoDataLoader(DataLoader):
 
     * tells the dataset which epoch it is (shard shuffling) before each pass,
     * strips the skip reports off the batches into :attr:`skips`, dropping report-only batches,
-    * has a length only when the epoch length is fixed (``num_batches``)."""
+    * has a length only when the epoch length is fixed (``num_batches``).
+
+    With ``uint8_video`` the videos stay uint8 (B, 3, T, H, W) in [0, 255]: a quarter of the
+    bytes through shared memory and to the accelerator; :func:`to_model_range` finishes them."""
 
     def __init__(
         self,
@@ -95,9 +130,11 @@ class VideoDataLoader(DataLoader):
         *,
         num_batches: int | None = None,
         epoch_fn: Callable[[], int | None] | None = None,
+        uint8_video: bool = False,
         **kwargs,
     ):
-        kwargs.setdefault("collate_fn", collate_examples)
+        self.uint8_video = bool(uint8_video)
+        kwargs.setdefault("collate_fn", functools.partial(collate_examples, as_uint8=self.uint8_video))
         if num_workers > 0:
             kwargs.setdefault("prefetch_factor", 2)
         super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, **kwargs)
