@@ -95,6 +95,9 @@ class DiffusionModule(pl.LightningModule):
     def sample_size(self) -> int:
         raise NotImplementedError  # every stage defines its output resolution
 
+    def check_num_frames(self, num_frames: int) -> None:
+        """Raise ConfigError for a frame count the network cannot take (before any compute)."""
+
     # ------------------------------------------------------------------ text
     def encode_text(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         hidden, mask = self.text_encoder(list(prompts))
@@ -190,6 +193,7 @@ class DiffusionModule(pl.LightningModule):
         if not prompts:
             raise ConfigError("no prompts to sample")
         num_frames = num_frames or self.val_num_frames
+        self.check_num_frames(num_frames)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn(self.sample_shape(len(prompts), num_frames), generator=generator).to(self.device)
         cond = {**self.encode_text(prompts), **(extra_cond or {})}
@@ -213,12 +217,14 @@ class DiffusionModule(pl.LightningModule):
         return videos, self.val_prompts
 
     # ------------------------------------------------------------------ checkpoints
-    def frozen_parameter_names(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if not p.requires_grad}
+    def frozen_tensor_pointers(self) -> set[int]:
+        # By storage, not by name: tied weights (T5's shared embedding) appear under several names.
+        return {p.data_ptr() for p in self.parameters() if not p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        frozen = self.frozen_parameter_names()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        frozen = self.frozen_tensor_pointers()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if v.data_ptr() not in frozen}
         checkpoint[CHECKPOINT_KEY] = {"model_config": self.model_config, "ema_step": self._ema_step}
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()

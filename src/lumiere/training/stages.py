@@ -50,7 +50,7 @@ class TextToImageModule(DiffusionModule):
         super().__init__(**kwargs)
         self.network = unet
         self.text_encoder = text_encoder
-        self.text_encoder.requires_grad_(train_text_encoder)
+        self.text_encoder.set_trainable(train_text_encoder)
         self.train_text_encoder = train_text_encoder
         if gradient_checkpointing:
             self.network.enable_gradient_checkpointing()
@@ -81,8 +81,7 @@ class TextToVideoModule(DiffusionModule):
         self.unet_path = unet_path
         self.text_encoder_path = text_encoder_path
         self.network = stunet(load_unet(unet_path))
-        self.text_encoder = FrozenTextEncoder.from_pretrained(text_encoder_path)
-        self.text_encoder.requires_grad_(False)
+        self.text_encoder = FrozenTextEncoder.from_pretrained(text_encoder_path)  # frozen by default
 
     def frozen_modules(self):
         return [self.text_encoder, self.network.unet]
@@ -92,8 +91,11 @@ class TextToVideoModule(DiffusionModule):
                             encoder_attention_mask=cond.get("encoder_attention_mask"),
                             class_labels=cond.get("class_labels"))
 
+    def check_num_frames(self, num_frames: int) -> None:
+        self.network.check_num_frames(num_frames)
+
     def prepare_batch(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        self.network.check_num_frames(batch["video"].shape[2])
+        self.check_num_frames(batch["video"].shape[2])
         return batch["video"], {}
 
     @property
