@@ -1,0 +1,19 @@
+"""Applications of the base model (paper Sec. 4): `python apps.py mode=image_to_video ckpt_path=... image=...`.
+
+Modes: image_to_video, inpaint, outpaint, cinemagraph, sdedit, stylize; see conf/apps.yaml.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from lumiere.apps.cli import apps
+from lumiere.tasks import run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="apps")
+def main(cfg: DictConfig) -> float | None:
+    return run_task(apps, cfg)
+
+
+if __name__ == "__main__":
+    main()
