@@ -8,12 +8,23 @@ give wrong frames, see notes/facts.md Sec. 2).
 
 from __future__ import annotations
 
+import functools
 import io
 from fractions import Fraction
 
 import numpy as np
 
 from lumiere.errors import ConfigError
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_avx512() -> bool:
+    """Whether this x86 CPU has AVX-512 (Linux; elsewhere assume not)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return any(line.startswith("flags") and " avx512f" in line for line in handle)
+    except OSError:
+        return False
 
 
 def _as_rate(fps: float) -> Fraction:
@@ -32,8 +43,8 @@ def encode_h264(
     """Encode ``frames`` (uint8, (T, H, W, 3), RGB) as an H.264/yuv420p MP4 and return its bytes.
 
     ``crf`` 18 is visually lossless for these small clips. H and W must be even (yuv420p stores
-    chroma at half resolution). x264 runs single-threaded so the same frames always give the
-    same bytes, which keeps shard generation reproducible.
+    chroma at half resolution). x264 runs single-threaded (and without its AVX-512 code) so the
+    same frames always give the same bytes, which keeps shard generation reproducible.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -56,7 +67,15 @@ def encode_h264(
         stream.height = height
         stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / rate
-        stream.options = {"crf": str(int(crf)), "preset": preset, "threads": "1"}
+        options = {"crf": str(int(crf)), "preset": preset}
+        if _cpu_has_avx512():
+            # x264's AVX-512 code reads uninitialised memory: the same frames then encode to
+            # different bytes from run to run. Up to AVX2 it is deterministic and as fast.
+            options["x264-params"] = "asm=AVX2"
+        stream.options = options
+        # One encoder thread, set on the codec context (PyAV's own thread count overrides a
+        # "threads" option): x264's output depends on its thread count.
+        stream.codec_context.thread_count = 1
         for index, frame_array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_array), format="rgb24")
             frame.pts = index

@@ -31,8 +31,10 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import multiprocessing
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -311,19 +313,21 @@ def _object_states(scene: dict[str, Any], times: np.ndarray) -> list[dict[str, n
 
 
 def _polygon_sdf(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """Signed distance (negative inside) from points (N, 2) to a closed polygon (E, 2)."""
-    a = vertices
-    b = np.roll(vertices, -1, axis=0)
-    edge = b - a  # (E, 2)
-    rel = points[:, None, :] - a[None]  # (N, E, 2)
-    t = np.clip((rel * edge).sum(-1) / (edge * edge).sum(-1), 0.0, 1.0)
-    distance = np.linalg.norm(rel - edge * t[..., None], axis=-1).min(1)
+    """Signed distance (negative inside) from points (N, 2) to a closed polygon (E, 2).
+
+    x and y are kept as separate (N, E) arrays: reductions over a length-2 axis are slow."""
+    ax, ay = vertices[:, 0], vertices[:, 1]
+    ex = np.roll(ax, -1) - ax  # edge vectors
+    ey = np.roll(ay, -1) - ay
+    px, py = points[:, 0:1], points[:, 1:2]
+    rx, ry = px - ax, py - ay  # (N, E): point relative to each edge start
+    t = np.clip((rx * ex + ry * ey) / (ex * ex + ey * ey), 0.0, 1.0)
+    dx, dy = rx - ex * t, ry - ey * t
+    distance = np.sqrt((dx * dx + dy * dy).min(axis=1))
     # even-odd rule: count edge crossings of a ray towards +x
-    py = points[:, 1:2]
-    straddles = (a[None, :, 1] > py) != (b[None, :, 1] > py)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_cross = a[None, :, 0] + (py - a[None, :, 1]) * edge[None, :, 0] / edge[None, :, 1]
-    inside = (straddles & (points[:, 0:1] < x_cross)).sum(1) % 2 == 1
+    straddles = (ay > py) != (ay + ey > py)
+    slope = np.divide(ex, ey, out=np.zeros_like(ex), where=ey != 0)
+    inside = (straddles & (px < ax + ry * slope)).sum(axis=1) % 2 == 1
     return np.where(inside, -distance, distance)
 
 
@@ -466,6 +470,11 @@ def make_sample(
     return sample
 
 
+def _make_sample_star(args: tuple) -> dict[str, Any]:
+    render, job = args
+    return render(*job)
+
+
 def generate_synthetic_benchmark(
     out_dir: str | Path,
     *,
@@ -482,6 +491,7 @@ def generate_synthetic_benchmark(
     crf: int = 18,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Write the benchmark as WebDataset shards under ``out_dir/{train,val,test}/`` and return the
     manifest (also written to ``out_dir/manifest.json``).
@@ -489,7 +499,8 @@ def generate_synthetic_benchmark(
     Shards close at ``shard_max_bytes`` or when a split reaches ``min_shards`` shards' worth of
     samples (``ceil(n / min_shards)`` per shard), so that DDP ranks x DataLoader workers each get
     whole shards. Regenerating with the same config is a no-op; a different config in the same
-    folder raises :class:`ConfigError` unless ``overwrite``.
+    folder raises :class:`ConfigError` unless ``overwrite``. ``workers`` > 1 renders and encodes
+    clips in that many processes; the output does not depend on it (per-clip seeds).
     """
     from tqdm.auto import tqdm
 
@@ -526,20 +537,30 @@ def generate_synthetic_benchmark(
 
     manifest: dict[str, Any] = {"config": config, "complete": False, "splits": {}, "attribute_vocab": ATTRIBUTE_VOCAB}
     write_manifest(out_dir, manifest)
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    render = functools.partial(make_sample, seed=seed, num_frames=num_frames, fps=fps, size=size, hr_size=hr_size, crf=crf)
+    # fork: rendering is numpy + PyAV only, and spawn would re-import the caller's __main__
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = multiprocessing.get_context(method).Pool(workers) if workers > 1 else None
     bar = tqdm(total=sum(counts.values()), desc="synthetic clips", unit="clip", disable=not progress)
-    for split in SPLITS:
-        if not counts[split]:
-            continue
-        max_count = max(1, math.ceil(counts[split] / max(1, min_shards)))
-        with ShardSink(out_dir / split, prefix=split, max_bytes=shard_max_bytes, max_count=max_count) as sink:
-            for index in range(counts[split]):
-                sample = make_sample(
-                    split, index, seed=seed, num_frames=num_frames, fps=fps, size=size, hr_size=hr_size, crf=crf
-                )
-                sink.write(sample)
-                bar.update(1)
-        manifest["splits"][split] = sink.summary(root=out_dir)
-    bar.close()
+    try:
+        for split in SPLITS:
+            if not counts[split]:
+                continue
+            max_count = max(1, math.ceil(counts[split] / max(1, min_shards)))
+            jobs = [(split, index) for index in range(counts[split])]
+            samples = pool.imap(_make_sample_star, [(render, job) for job in jobs], chunksize=4) if pool else (render(*job) for job in jobs)
+            with ShardSink(out_dir / split, prefix=split, max_bytes=shard_max_bytes, max_count=max_count) as sink:
+                for sample in samples:
+                    sink.write(sample)
+                    bar.update(1)
+            manifest["splits"][split] = sink.summary(root=out_dir)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
     manifest["complete"] = True
     write_manifest(out_dir, manifest)
     return manifest
@@ -571,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-shards", type=int, default=16, help="shards per split at least (when enough clips)")
     parser.add_argument("--crf", type=int, default=18, help="x264 quality (lower is better)")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset made with another config")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering clips (same output)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -589,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             crf=args.crf,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            workers=args.workers,
         )
     except LumiereError as error:
         print(f"error: {error}", file=sys.stderr)
