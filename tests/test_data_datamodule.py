@@ -109,13 +109,14 @@ def test_assign_shards_partitions_for_any_number_of_workers():
 
 
 @pytest.mark.filterwarnings("ignore:training with one pass", "ignore:.*split at the sample level")
-@pytest.mark.parametrize("num_shards", [6, 3])  # 3 shards < 2 ranks x 2 workers: sample-level split
-def test_each_sample_once_per_epoch_across_ranks_and_workers(tmp_path, num_shards):
+# 3 shards < 2 ranks x 2 workers: sample-level split; persistent workers advance their own epoch
+@pytest.mark.parametrize("num_shards, persistent", [(6, False), (3, False), (6, True)])
+def test_each_sample_once_per_epoch_across_ranks_and_workers(tmp_path, num_shards, persistent):
     write_numbered_shards(tmp_path, num_shards=num_shards, per_shard=5, num_frames=4)
     expected = sorted(f"s{s:02d}_{i:03d}" for s in range(num_shards) for i in range(5))
     loaders = [
         VideoDataModule(str(tmp_path), num_frames=4, batch_size=2, num_workers=2, shuffle_buffer=4,
-                        rank=rank, world_size=2).train_dataloader()
+                        persistent_workers=persistent, rank=rank, world_size=2).train_dataloader()
         for rank in range(2)
     ]
     orders = []

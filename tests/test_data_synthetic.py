@@ -16,6 +16,8 @@ from lumiere.data.synthetic import (
     SPEED_ADVERB,
     caption_from_labels,
     generate_synthetic_benchmark,
+    label_ids,
+    labels_from_caption,
     main,
     render_clip,
     sample_labels,
@@ -61,10 +63,19 @@ def test_captions_name_every_label_and_are_distinct():
         if labels["num_objects"] == "two":
             assert labels["second_shape"] in words and labels["second_color"] in words
         assert seen.setdefault(caption, labels) == labels, "two label sets share a caption"
+        assert labels_from_caption(caption) == labels  # the caption determines the labels
     # the draw covers the whole vocabulary of the main attributes
     for key in ("shape", "color", "motion", "speed", "background"):
         drawn = {labels[key] for labels in seen.values()}
         assert drawn == set(ATTRIBUTE_VOCAB[key]), key
+
+
+def test_label_ids_index_the_vocabulary():
+    ids = label_ids({"shape": ["circle", "star", None], "motion": ["pulsing", "linear", "linear"]})
+    assert ids["shape"].tolist() == [0, ATTRIBUTE_VOCAB["shape"].index("star"), -1]
+    assert ids["motion"].tolist() == [ATTRIBUTE_VOCAB["motion"].index("pulsing"), 0, 0]
+    with pytest.raises(ConfigError):
+        labels_from_caption("a cat playing the piano")
 
 
 def test_high_resolution_render_is_the_same_scene():

@@ -16,6 +16,8 @@ _EXPORTS = {
     "caption_from_labels": "lumiere.data.synthetic",
     "sample_labels": "lumiere.data.synthetic",
     "render_clip": "lumiere.data.synthetic",
+    "labels_from_caption": "lumiere.data.synthetic",
+    "label_ids": "lumiere.data.synthetic",
     "generate_synthetic_benchmark": "lumiere.data.synthetic",
     # codecs and decoding
     "encode_h264": "lumiere.data.codec",

@@ -35,6 +35,7 @@ import functools
 import json
 import math
 import multiprocessing
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -131,6 +132,55 @@ def caption_from_labels(labels: dict[str, str]) -> str:
         f"{subject} {_motion_phrase(labels)} {SPEED_ADVERB[labels['speed']]} "
         f"on a {labels['background']} background"
     )
+
+
+_CAPTION_PATTERN = re.compile(
+    r"^a (?P<color>\w+) (?P<shape>\w+)(?: and a (?P<second_color>\w+) (?P<second_shape>\w+))? "
+    r"(?P<motion>moving (?P<linear>left|right|up|down)|bouncing around|rotating (?P<rotation>clockwise|counterclockwise)"
+    r"|swinging like a pendulum|hopping to the (?P<hopping>left|right)|pulsing in size) "
+    r"(?P<speed>slowly|at medium speed|quickly) on a (?P<background>\w+) background$"
+)
+_MOTION_BY_VERB = {"moving": "linear", "bouncing": "bouncing", "rotating": "rotation", "swinging": "pendulum", "hopping": "hopping", "pulsing": "pulsing"}
+
+
+def labels_from_caption(caption: str) -> dict[str, str]:
+    """Inverse of :func:`caption_from_labels` (e.g. to score a hand-written prompt's labels).
+
+    Raises :class:`ConfigError` for a caption the benchmark cannot produce."""
+    match = _CAPTION_PATTERN.match(caption.strip())
+    if match is None:
+        raise ConfigError(f"not a synthetic-benchmark caption: {caption!r}")
+    motion = _MOTION_BY_VERB[match["motion"].split()[0]]
+    speed = {adverb: name for name, adverb in SPEED_ADVERB.items()}[match["speed"]]
+    two = match["second_shape"] is not None
+    labels = {
+        "shape": match["shape"],
+        "color": match["color"],
+        "motion": motion,
+        "direction": match["linear"] or match["rotation"] or match["hopping"] or "none",
+        "speed": speed,
+        "period": PERIOD_BY_SPEED[speed] if motion in PERIODIC_MOTIONS else "none",
+        "background": match["background"],
+        "num_objects": "two" if two else "one",
+        "second_shape": match["second_shape"] if two else "none",
+        "second_color": match["second_color"] if two else "none",
+    }
+    validate_labels(labels)
+    return {key: labels[key] for key in ATTRIBUTE_VOCAB}
+
+
+def label_ids(labels: dict[str, list], vocab: dict[str, list[str]] | None = None) -> dict[str, "torch.Tensor"]:
+    """A batch's ``labels`` (``{name: [value per clip]}``) as class indices into ``vocab``
+    (default :data:`ATTRIBUTE_VOCAB`), -1 where a clip has no such label (ignored by losses)."""
+    import torch
+
+    vocab = ATTRIBUTE_VOCAB if vocab is None else vocab
+    ids = {}
+    for name, options in vocab.items():
+        if name in labels:
+            index = {value: i for i, value in enumerate(options)}
+            ids[name] = torch.tensor([index.get(value, -1) for value in labels[name]], dtype=torch.long)
+    return ids
 
 
 def sample_labels(rng: np.random.Generator) -> dict[str, str]:
