@@ -164,6 +164,7 @@ def generate(cfg: DictConfig) -> dict[str, float]:
 
     from lumiere.training import load_module_from_checkpoint
     from lumiere.training.callbacks import write_video_set
+    from lumiere.training.ssr import SuperResolutionModule
     from lumiere.utils import default_device, set_cpu_threads
 
     set_cpu_threads(cfg.get("cpu_threads"))
@@ -173,6 +174,10 @@ def generate(cfg: DictConfig) -> dict[str, float]:
     ssr = None
     if cfg.get("ssr_ckpt_path"):
         ssr = load_module_from_checkpoint(cfg.ssr_ckpt_path, use_ema=True).to(device)
+        if not isinstance(ssr, SuperResolutionModule):
+            raise ConfigError(f"ssr_ckpt_path holds a {type(ssr).__name__} checkpoint, not an SSR stage")
+        # The SSR upsamples the base clips: fail before sampling if their sizes do not chain.
+        ssr.check_low_res_size(base.sample_size)
     os.makedirs(cfg.out_dir, exist_ok=True)
     batch_size = cfg.get("batch_size") or len(prompts)
     written = 0

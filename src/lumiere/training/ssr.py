@@ -1,36 +1,61 @@
-"""Spatial super-resolution stage (Sec. 3.2, App. C): an IF stage-II style SSR, 2D or inflated.
+"""Spatial super-resolution stage (paper Sec. 3.2, App. C): an IF stage-II style SSR, 2D or inflated.
 
 The SSR network sees the noisy high-resolution video concatenated with the low-resolution video,
 bilinearly upsampled and noise-augmented; the augmentation level enters as `class_labels`
-(DeepFloyd IF stage II convention). Stage 0 trains the 2D SSR on still pairs; the inflated SSR
-wraps the frozen 2D SSR in a `STUNet` without temporal resampling (it keeps T) and trains only
-the temporal blocks. Because the inflated SSR is too expensive for whole clips at full
-resolution, sampling runs it on overlapping temporal windows combined by MultiDiffusion.
+(DeepFloyd IF stage II convention, facts.md Sec. 3). Two training stages use this module:
+
+- stage 0 (`unet=`): a 2D SSR U-Net trained from scratch on still low/high-resolution pairs
+  (T = 1), with the frozen text encoder of the T2I stage; `export_pretrained` writes it as
+  `ssr_unet/` (diffusers format) for the next stage;
+- inflation (`unet_path=` + `stunet=`): the frozen 2D SSR wrapped in a `STUNet` without temporal
+  resampling (it keeps T, Sec. 3.2 "temporally-aware SSR"); only the temporal blocks train, on
+  short clips.
+
+Because the inflated SSR only fits short segments in memory at high resolution, `upsample` runs it
+on temporal windows and reconciles them with MultiDiffusion at every denoising step (App. C:
+windows overlapping by 2 frames, averaged predictions); `non_overlapping=True` is the Fig. 14
+ablation (plain windowing, each segment denoised on its own).
+
+Legend: B batch, C channels, T frames, h x w low resolution, H x W (= sample_size) high resolution.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
+from einops import rearrange
 from torch import Tensor
 
-from lumiere.diffusion import multidiffusion_sample
+from lumiere.diffusion import drop_conditions, multidiffusion_sample
 from lumiere.errors import ConfigError
 from lumiere.models import STUNet, FrozenTextEncoder, load_unet
 from lumiere.training.base import DiffusionModule
 from lumiere.training.stages import apply_unet_per_frame
 
+# Written next to an exported SSR U-Net: the low-resolution size it was trained to upsample.
+SSR_META_FILE = "lumiere_ssr.json"
+
 
 def upsample_video(video: Tensor, size: int) -> Tensor:
     """Bilinear spatial upsampling of (B, C, T, h, w) to (B, C, T, size, size), frame by frame."""
-    batch, channels, frames = video.shape[:3]
-    folded = video.transpose(1, 2).reshape(batch * frames, channels, *video.shape[-2:])
-    up = F.interpolate(folded, size=(size, size), mode="bilinear", align_corners=False)
-    return up.reshape(batch, frames, channels, size, size).transpose(1, 2)
+    batch = video.shape[0]
+    folded = rearrange(video, "b c t h w -> (b t) c h w")
+    upsampled = F.interpolate(folded, size=(size, size), mode="bilinear", align_corners=False)
+    return rearrange(upsampled, "(b t) c h w -> b c t h w", b=batch)
+
+
+def read_ssr_meta(unet_path: str | os.PathLike) -> dict:
+    """The metadata an SSR export carries (`{}` for a U-Net folder from elsewhere)."""
+    meta_path = os.path.join(os.fspath(unet_path), SSR_META_FILE)
+    if not os.path.isfile(meta_path):
+        return {}
+    with open(meta_path) as handle:
+        return json.load(handle)
 
 
 class SuperResolutionModule(DiffusionModule):
@@ -39,39 +64,60 @@ class SuperResolutionModule(DiffusionModule):
     def __init__(
         self,
         *,
-        text_encoder_path: str,
-        unet: UNet2DConditionModel | None = None,
-        unet_path: str | None = None,
-        stunet: Callable[..., STUNet] | None = None,
-        train_noise_level_max: int = 250,
-        sample_noise_level: int = 100,
-        window: int = 8,
-        overlap: int = 2,
-        window_weighting: str = "flat",
-        gradient_checkpointing: bool = False,
+        text_encoder_path: str,               # the frozen text encoder exported by the T2I stage
+        low_res_size: int,                    # side of the low-resolution input (the base model's output)
+        unet: UNet2DConditionModel | None = None,   # stage 0: a fresh 2D SSR U-Net to train
+        unet_path: str | None = None,         # inflation: a stage-0 `ssr_unet/` export, kept frozen
+        stunet: Callable[..., STUNet] | None = None,  # inflation: STUNet partial (temporal_resampling=False)
+        train_noise_level_max: int = 250,     # augmentation levels drawn uniformly in [0, max] in training
+        sample_noise_level: int = 100,        # augmentation level of the low-res input at sampling
+        window: int = 8,                      # frames per MultiDiffusion window at sampling
+        overlap: int = 2,                     # frames shared by adjacent windows (App. C)
+        window_weighting: str = "flat",       # "flat" (the paper's plain average) or "triangular"
+        window_batch_size: int | None = None,  # windows per network forward (None: one, least memory)
+        gradient_checkpointing: bool = False,  # 2D stage only; the STUNet partial has its own switch
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if (unet is None) == (unet_path is None):
             raise ConfigError("give exactly one of `unet` (train a 2D SSR) or `unet_path` (inflate one)")
+        if unet_path is not None and stunet is None:
+            raise ConfigError("`unet_path` loads a trained 2D SSR to inflate: give the `stunet` partial too")
         base = unet if unet is not None else load_unet(unet_path)
+        if base.config.in_channels != 6 or base.config.class_embed_type is None:
+            raise ConfigError("the SSR U-Net must take 6 input channels (noisy high-res + upsampled low-res) and "
+                              "a noise-level class embedding (class_embed_type), e.g. preset if_stage2_*")
         self.inflated = stunet is not None
         if self.inflated:
-            self.network = stunet(base)  # freezes the 2D SSR
+            self.network = stunet(base)  # freezes the 2D SSR; only the temporal blocks train
         else:
             self.network = base
             if gradient_checkpointing:
                 self.network.enable_gradient_checkpointing()
         self.text_encoder = FrozenTextEncoder.from_pretrained(text_encoder_path)  # frozen by default
-        self.train_noise_level_max = train_noise_level_max
-        self.sample_noise_level = sample_noise_level
-        self.window = window
-        self.overlap = overlap
+
+        if not 0 < int(low_res_size) <= self.sample_size:
+            raise ConfigError(f"low_res_size must lie in [1, {self.sample_size}] (the SSR's output size), "
+                              f"got {low_res_size}")
+        trained_for = read_ssr_meta(unet_path).get("low_res_size") if unet_path is not None else None
+        if trained_for is not None and int(trained_for) != int(low_res_size):
+            raise ConfigError(f"the SSR U-Net in {unet_path} was trained to upsample {trained_for} px frames, "
+                              f"but low_res_size={low_res_size} (check data.resolution)")
+        self.low_res_size = int(low_res_size)
+        if not 0 <= train_noise_level_max < self.objective.num_train_timesteps:
+            raise ConfigError(f"train_noise_level_max must lie in [0, {self.objective.num_train_timesteps})")
+        self.train_noise_level_max = int(train_noise_level_max)
+        self.sample_noise_level = int(sample_noise_level)
+        self.window = int(window)
+        self.overlap = int(overlap)
         self.window_weighting = window_weighting
+        self.window_batch_size = window_batch_size
         self._val_low_res: tuple[Tensor, list[str]] | None = None
 
+    # ------------------------------------------------------------------ structure
     @property
     def unet(self) -> UNet2DConditionModel:
+        """The 2D SSR U-Net (frozen inside the STUNet when inflated)."""
         return self.network.unet if self.inflated else self.network
 
     def frozen_modules(self):
@@ -81,28 +127,48 @@ class SuperResolutionModule(DiffusionModule):
     def sample_size(self) -> int:
         return int(self.unet.config.sample_size)
 
-    # ------------------------------------------------------------------ conditioning
-    def augment_low_res(self, low_res: Tensor, noise_level: Tensor, generator=None) -> Tensor:
-        """Upsample the low-res clip and noise it to `noise_level` (IF-II noise augmentation)."""
-        up = upsample_video(low_res, self.sample_size)
-        noise = torch.randn(up.shape, generator=generator).to(up)
-        alpha_bar = self.objective.alphas_cumprod.to(up.device)[noise_level].view(-1, 1, 1, 1, 1).to(up.dtype)
-        return alpha_bar.sqrt() * up + (1 - alpha_bar).sqrt() * noise
+    def check_low_res_size(self, height: int, width: int | None = None) -> None:
+        """Raise ConfigError unless h x w frames are what this SSR was trained to upsample."""
+        width = height if width is None else width
+        if (height, width) != (self.low_res_size, self.low_res_size):
+            raise ConfigError(
+                f"this SSR upsamples {self.low_res_size}x{self.low_res_size} -> {self.sample_size}x{self.sample_size} "
+                f"frames, but got {height}x{width} frames; use a base model / data.resolution of {self.low_res_size}")
 
-    def prepare_batch(self, batch: dict, generator=None) -> tuple[Tensor, dict[str, Tensor]]:
+    # ------------------------------------------------------------------ conditioning
+    def augment_low_res(self, low_res: Tensor, noise_level: Tensor,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """Upsample the low-res clip bilinearly and noise it to `noise_level` (IF-II noise augmentation).
+
+        The augmentation makes the SSR robust to the artefacts of the base model's samples; the
+        network is told the level through `class_labels`.
+        """
+        upsampled = upsample_video(low_res, self.sample_size)
+        noise = torch.randn(upsampled.shape, generator=generator).to(upsampled)
+        alpha_bar = self.objective.alphas_cumprod.to(upsampled.device)[noise_level.long()]
+        alpha_bar = alpha_bar.view(-1, 1, 1, 1, 1).to(upsampled.dtype)
+        return alpha_bar.sqrt() * upsampled + (1 - alpha_bar).sqrt() * noise
+
+    def prepare_batch(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """x0 is the high-resolution clip; the extra inputs are the augmented low-res clip and its level."""
         if "video_hr" not in batch:
             raise ConfigError("the SSR stage needs high-resolution pairs: set data.hr_resolution")
         low_res, high_res = batch["video"], batch["video_hr"]
+        self.check_low_res_size(*low_res.shape[-2:])
+        if tuple(high_res.shape[-2:]) != (self.sample_size, self.sample_size):
+            raise ConfigError(f"this SSR outputs {self.sample_size}x{self.sample_size} frames, but the data's "
+                              f"high-resolution clips are {high_res.shape[-2]}x{high_res.shape[-1]}; "
+                              f"set data.hr_resolution={self.sample_size}")
         levels = torch.randint(0, self.train_noise_level_max + 1, (low_res.shape[0],), generator=generator)
         levels = levels.to(low_res.device)
-        if self._val_low_res is None and not self.training:
+        if self._val_low_res is None and not self.training:  # kept for the validation samples
             self._val_low_res = (low_res[:4].detach(), list(batch["caption"][:4]))
         return high_res, {"low_res": self.augment_low_res(low_res, levels, generator), "class_labels": levels}
 
-    def diffusion_loss(self, batch, generator=None, caption_dropout: float = 0.0) -> Tensor:
-        # Same as the base, but the low-res augmentation draws from the same generator.
-        from lumiere.diffusion import drop_conditions
-
+    def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None,
+                       caption_dropout: float = 0.0) -> Tensor:
+        # As the base class, but the low-res augmentation draws from the same generator, so the
+        # validation loss uses fixed augmentation levels and noise too.
         x0, extra = self.prepare_batch(batch, generator)
         captions = batch["caption"]
         if caption_dropout > 0:
@@ -112,6 +178,7 @@ class SuperResolutionModule(DiffusionModule):
         return loss
 
     def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        """The SSR on (B, 3, T, H, W): channel-concatenate the low-res conditioning (6 channels in)."""
         model_input = torch.cat([x_t, cond["low_res"].to(x_t.dtype)], dim=1)
         if self.inflated:
             return self.network(model_input, t, cond["encoder_hidden_states"],
@@ -137,15 +204,30 @@ class SuperResolutionModule(DiffusionModule):
         window_batch_size: int | None = None,
         progress: bool = True,
     ) -> Tensor:
-        """Super-resolve a whole clip with temporal MultiDiffusion over windows (App. C)."""
-        low_res = low_res.to(self.device, torch.float32)
+        """Super-resolve whole clips (B, 3, T, h, w) -> (B, 3, T, H, W) in [-1, 1] (Sec. 3.2, App. C).
+
+        Every denoising step runs the SSR on temporal windows of `window` frames overlapping by
+        `overlap` frames, each window seeing its slice of the (shared) noisy video and of the
+        low-res conditioning, and averages the windows' results frame by frame (MultiDiffusion).
+        `non_overlapping=True` stitches independent windows instead (the Fig. 14 ablation).
+        """
+        if low_res.ndim != 5 or low_res.shape[1] != 3:
+            raise ConfigError(f"upsample expects low-res videos (B, 3, T, h, w), got shape {tuple(low_res.shape)}")
         batch, _, frames = low_res.shape[:3]
+        self.check_low_res_size(*low_res.shape[-2:])
+        prompts = list(prompts)
+        if len(prompts) != batch:
+            raise ConfigError(f"upsample got {batch} videos but {len(prompts)} prompts")
+        low_res = low_res.to(self.device, torch.float32)
         generator = torch.Generator().manual_seed(seed)
-        level = self.sample_noise_level if noise_level is None else noise_level
+        level = self.sample_noise_level if noise_level is None else int(noise_level)
+        if not 0 <= level < self.objective.num_train_timesteps:
+            raise ConfigError(f"noise_level must lie in [0, {self.objective.num_train_timesteps}), got {level}")
         levels = torch.full((batch,), level, dtype=torch.long, device=self.device)
         conditioning = self.augment_low_res(low_res, levels, generator)
+        # One noise tensor for the whole clip; windows are slices of it (facts.md Sec. 5).
         noise = torch.randn((batch, 3, frames, self.sample_size, self.sample_size), generator=generator)
-        cond = {**self.encode_text(list(prompts)), "low_res": conditioning, "class_labels": levels}
+        cond = {**self.encode_text(prompts), "low_res": conditioning, "class_labels": levels}
         uncond = {**self.encode_text([""] * batch), "low_res": conditioning, "class_labels": levels}
         return multidiffusion_sample(
             self.network_forward, noise.to(self.device), self.make_scheduler(scheduler),
@@ -154,11 +236,13 @@ class SuperResolutionModule(DiffusionModule):
             cond=cond, uncond=uncond, temporal_cond_keys=("low_res",),
             guidance_scale=self.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
             weighting=self.window_weighting, non_overlapping=non_overlapping,
-            window_batch_size=window_batch_size, generator=generator, progress=progress,
+            window_batch_size=window_batch_size or self.window_batch_size, generator=generator,
+            progress=progress,
         )
 
     @torch.no_grad()
-    def validation_samples(self):
+    def validation_samples(self) -> tuple[Tensor, list[str]] | None:
+        """Upsample the first validation batch's low-res clips with the EMA weights and a fixed seed."""
         if self._val_low_res is None:
             return None
         low_res, captions = self._val_low_res
@@ -169,9 +253,13 @@ class SuperResolutionModule(DiffusionModule):
     def on_validation_epoch_start(self) -> None:
         self._val_low_res = None
 
+    # ------------------------------------------------------------------ export
     def export_pretrained(self, out_dir: str) -> None:
-        """Write the EMA weights of a 2D SSR as `ssr_unet/` (diffusers), for the inflation stage."""
+        """Write the EMA weights of the 2D SSR as `ssr_unet/` (diffusers) for the inflation stage."""
         if self.inflated:
-            raise ConfigError("export the 2D SSR (stage 0); the inflated SSR is used from its checkpoint")
+            raise ConfigError("only the 2D SSR (stage 0) is exported; the inflated SSR is used from its checkpoint")
+        folder = os.path.join(out_dir, "ssr_unet")
         with self.ema_scope():
-            self.network.save_pretrained(os.path.join(out_dir, "ssr_unet"), safe_serialization=True)
+            self.network.save_pretrained(folder, safe_serialization=True)
+        with open(os.path.join(folder, SSR_META_FILE), "w") as handle:
+            json.dump({"low_res_size": self.low_res_size, "sample_size": self.sample_size}, handle)
