@@ -158,6 +158,16 @@ def write_results(out_dir: str, mode: str, videos: torch.Tensor, prompts: list[s
     return moved
 
 
+def quiet_model_loading() -> None:
+    """Silence the libraries' load-time warnings and progress bars: a CLI error stays one line."""
+    import diffusers
+    import transformers
+
+    for library in (transformers, diffusers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+
+
 def apps(cfg: DictConfig) -> dict[str, float]:
     """Task of `apps.py`: read and check inputs, load the checkpoint, run the mode, write the clips."""
     from lumiere.apps.applications import stylized
@@ -167,6 +177,7 @@ def apps(cfg: DictConfig) -> dict[str, float]:
     set_cpu_threads(cfg.get("cpu_threads"))
     inputs = read_inputs(cfg)
     device = torch.device(cfg.device) if cfg.get("device") else default_device()
+    quiet_model_loading()
     module = load_module_from_checkpoint(_required(cfg, "ckpt_path", cfg.mode), use_ema=True).to(device)
     if cfg.mode in ("image_to_video", "cinemagraph", "stylize"):
         module.network.check_num_frames(int(cfg.num_frames))
