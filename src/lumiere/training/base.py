@@ -12,6 +12,7 @@ stage was configured with), the EMA, and the resolved model config, so that
 
 from __future__ import annotations
 
+import hashlib
 import math
 from contextlib import nullcontext
 from typing import Any, Callable, Sequence
@@ -20,11 +21,17 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from lumiere.diffusion import DiffusionObjective, build_scheduler, drop_conditions, sample
+from lumiere.diffusion import DiffusionObjective, build_scheduler, sample
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.training.ema import ExponentialMovingAverage
 
 CHECKPOINT_KEY = "lumiere"
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed from strings/ints that is the same in every process (unlike Python's `hash`)."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def warmup_cosine_lambda(warmup_steps: int, total_steps: int | None, schedule: str) -> Callable[[int], float]:
@@ -59,6 +66,7 @@ class DiffusionModule(pl.LightningModule):
         val_prompts: Sequence[str] = (),
         val_num_frames: int = 16,
         val_seed: int = 0,
+        noise_seed: int = 0,
     ) -> None:
         super().__init__()
         self.objective = objective
@@ -72,6 +80,7 @@ class DiffusionModule(pl.LightningModule):
         self.val_prompts = list(val_prompts)
         self.val_num_frames = val_num_frames
         self.val_seed = val_seed
+        self.noise_seed = noise_seed
         self.ema: ExponentialMovingAverage | None = None
         self._ema_step = -1
         # Set by the train task: the resolved model config, stored in checkpoints to rebuild the stage.
@@ -80,8 +89,11 @@ class DiffusionModule(pl.LightningModule):
         self.strict_loading = False
 
     # ------------------------------------------------------------------ stage hooks
-    def prepare_batch(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return the clean sample x0 (B,C,T,H,W) and extra (non-text) model inputs."""
+    def prepare_batch(self, batch: dict, generators: Sequence[torch.Generator]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the clean sample x0 (B,C,T,H,W) and extra (non-text) model inputs.
+
+        Any randomness a stage needs here (masks, noise augmentation) is drawn from `generators`,
+        one per sample (see `sample_generators`)."""
         return batch["video"], {}
 
     def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
@@ -132,28 +144,40 @@ class DiffusionModule(pl.LightningModule):
             self.ema.update()
 
     # ------------------------------------------------------------------ training
-    def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None,
+    def sample_generators(self, batch: dict, step: int) -> list[torch.Generator]:
+        """One generator per sample, seeded by (seed, step, sample key).
+
+        The noise, timestep and caption dropout of a sample then depend on the sample alone, not
+        on which rank or which position in a batch it lands in: a 2-process DDP run computes
+        exactly the losses of a 1-process run with the same global batch, and a resumed run
+        redraws exactly what the interrupted one drew.
+        """
+        keys = batch.get("key") or [str(index) for index in range(len(batch["caption"]))]
+        return [torch.Generator().manual_seed(stable_seed(self.noise_seed, step, key)) for key in keys]
+
+    def diffusion_loss(self, batch: dict, generators: Sequence[torch.Generator],
                        caption_dropout: float = 0.0) -> Tensor:
-        x0, extra = self.prepare_batch(batch)
-        captions = batch["caption"]
-        if caption_dropout > 0:
-            captions = drop_conditions(captions, caption_dropout, generator)
+        x0, extra = self.prepare_batch(batch, generators)
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in generators]).to(x0)
+        timesteps = torch.stack([torch.randint(0, self.objective.num_train_timesteps, (), generator=g)
+                                 for g in generators]).to(x0.device)
+        captions = [("" if caption_dropout > 0 and float(torch.rand((), generator=g)) < caption_dropout else c)
+                    for c, g in zip(batch["caption"], generators)]
         cond = {**self.encode_text(captions), **extra}
-        loss, _ = self.objective.loss(self.network_forward, x0, cond, generator=generator)
+        loss, _ = self.objective.loss(self.network_forward, x0, cond, timesteps=timesteps, noise=noise)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self.diffusion_loss(batch, caption_dropout=self.caption_dropout)
-        batch_size = batch["video"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        generators = self.sample_generators(batch, self.global_step)
+        loss = self.diffusion_loss(batch, generators, caption_dropout=self.caption_dropout)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
-        # Fixed noise and timesteps per batch index: validation loss is comparable across steps.
-        generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
+        # Noise and timesteps fixed per sample (step -1): validation loss is comparable across steps.
         with self.ema_scope():
-            loss = self.diffusion_loss(batch, generator=generator)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["video"].shape[0])
+            loss = self.diffusion_loss(batch, self.sample_generators(batch, step=-1))
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["caption"]))
         return loss
 
     def configure_optimizers(self):

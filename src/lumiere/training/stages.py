@@ -94,7 +94,7 @@ class TextToVideoModule(DiffusionModule):
     def check_num_frames(self, num_frames: int) -> None:
         self.network.check_num_frames(num_frames)
 
-    def prepare_batch(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+    def prepare_batch(self, batch: dict, generators) -> tuple[Tensor, dict[str, Tensor]]:
         self.check_num_frames(batch["video"].shape[2])
         return batch["video"], {}
 
