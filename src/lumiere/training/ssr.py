@@ -31,7 +31,7 @@ from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import Tensor
 
-from lumiere.diffusion import drop_conditions, multidiffusion_sample
+from lumiere.diffusion import multidiffusion_sample
 from lumiere.errors import ConfigError
 from lumiere.models import STUNet, FrozenTextEncoder, load_unet
 from lumiere.training.base import DiffusionModule
@@ -137,19 +137,21 @@ class SuperResolutionModule(DiffusionModule):
 
     # ------------------------------------------------------------------ conditioning
     def augment_low_res(self, low_res: Tensor, noise_level: Tensor,
-                        generator: torch.Generator | None = None) -> Tensor:
+                        generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
         """Upsample the low-res clip bilinearly and noise it to `noise_level` (IF-II noise augmentation).
 
         The augmentation makes the SSR robust to the artefacts of the base model's samples; the
         network is told the level through `class_labels`.
         """
         upsampled = upsample_video(low_res, self.sample_size)
-        noise = torch.randn(upsampled.shape, generator=generator).to(upsampled)
+        if noise is None:
+            noise = torch.randn(upsampled.shape, generator=generator)
+        noise = noise.to(upsampled)
         alpha_bar = self.objective.alphas_cumprod.to(upsampled.device)[noise_level.long()]
         alpha_bar = alpha_bar.view(-1, 1, 1, 1, 1).to(upsampled.dtype)
         return alpha_bar.sqrt() * upsampled + (1 - alpha_bar).sqrt() * noise
 
-    def prepare_batch(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def prepare_batch(self, batch: dict, generators) -> tuple[Tensor, dict[str, Tensor]]:
         """x0 is the high-resolution clip; the extra inputs are the augmented low-res clip and its level."""
         if "video_hr" not in batch:
             raise ConfigError("the SSR stage needs high-resolution pairs: set data.hr_resolution")
@@ -159,23 +161,14 @@ class SuperResolutionModule(DiffusionModule):
             raise ConfigError(f"this SSR outputs {self.sample_size}x{self.sample_size} frames, but the data's "
                               f"high-resolution clips are {high_res.shape[-2]}x{high_res.shape[-1]}; "
                               f"set data.hr_resolution={self.sample_size}")
-        levels = torch.randint(0, self.train_noise_level_max + 1, (low_res.shape[0],), generator=generator)
-        levels = levels.to(low_res.device)
+        # Per-sample draws (see DiffusionModule.sample_generators): level, then augmentation noise.
+        levels = torch.stack([torch.randint(0, self.train_noise_level_max + 1, (), generator=g)
+                              for g in generators]).to(low_res.device)
+        shape = (low_res.shape[1], low_res.shape[2], self.sample_size, self.sample_size)
+        noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
         if self._val_low_res is None and not self.training:  # kept for the validation samples
             self._val_low_res = (low_res[:4].detach(), list(batch["caption"][:4]))
-        return high_res, {"low_res": self.augment_low_res(low_res, levels, generator), "class_labels": levels}
-
-    def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None,
-                       caption_dropout: float = 0.0) -> Tensor:
-        # As the base class, but the low-res augmentation draws from the same generator, so the
-        # validation loss uses fixed augmentation levels and noise too.
-        x0, extra = self.prepare_batch(batch, generator)
-        captions = batch["caption"]
-        if caption_dropout > 0:
-            captions = drop_conditions(captions, caption_dropout, generator)
-        cond = {**self.encode_text(captions), **extra}
-        loss, _ = self.objective.loss(self.network_forward, x0, cond, generator=generator)
-        return loss
+        return high_res, {"low_res": self.augment_low_res(low_res, levels, noise=noise), "class_labels": levels}
 
     def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
         """The SSR on (B, 3, T, H, W): channel-concatenate the low-res conditioning (6 channels in)."""
