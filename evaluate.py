@@ -1,0 +1,21 @@
+"""Evaluate a base model: `python evaluate.py ckpt_path=PATH` (synthetic benchmark, paper Sec. 5.2
+stand-in with the App. D.1 vigilance rows) or `python evaluate.py evaluation=ucf101 ckpt_path=PATH
+evaluation.ucf101_root=... evaluation.c3d_weights=... evaluation.c3d_mean=...` (Table 1, App. D.2).
+
+`python evaluate.py --cfg job` prints the composed config.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from lumiere.evaluation import evaluate
+from lumiere.tasks import run_task
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    return run_task(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

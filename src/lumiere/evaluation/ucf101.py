@@ -1,0 +1,229 @@
+"""Zero-shot text-to-video on UCF101 (paper Sec. 5.2, Table 1, App. D.2) as an evaluation mode.
+
+App. D.2: 10,235 videos following UCF101's class distribution, prompts from class names (the
+PYoCo prompt set is not public: templates or a user prompt file), I3D embeddings of the first
+16 frames resized to 224 for the FVD against UCF101's real videos, and C3D (TGANv2) class
+probabilities of the same videos for the IS. This module wires the pieces of
+``lumiere.metrics.ucf101`` together:
+
+1. inputs are checked before anything long starts: the C3D files (user-supplied), and the
+   UCF101 folder unless its real statistics are already cached;
+2. the real I3D statistics are computed once and cached as npz;
+3. the videos are generated in batches into ``generated_dir`` with a ledger, so a crashed or
+   preempted run generates only the missing ones when started again (same ``run_name``);
+4. FVD and IS are computed over the generated videos and written as a Table-1-style row, next
+   to the rows the paper reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lumiere.errors import ConfigError, InputFileError
+from lumiere.evaluation import features
+from lumiere.evaluation.generated import CheckpointGenerator
+from lumiere.evaluation.report import Column, ResultTable
+from lumiere.metrics import (
+    PAPER_NUM_VIDEOS,
+    VideoInceptionScore,
+    build_generation_plan,
+    compute_ucf101_real_statistics,
+    generate_videos_resumable,
+    iter_video_batches,
+    ucf101_prompts,
+)
+
+log = logging.getLogger("lumiere")
+
+# Paper Table 1 (zero-shot UCF101): method, FVD, IS ("-": not reported).
+PAPER_TABLE1 = (
+    ("MagicVideo (Zhou et al., 2022)", 655.00, None),
+    ("Emu Video (Girdhar et al., 2023)", 606.20, 42.70),
+    ("Video LDM (Blattmann et al., 2023b)", 550.61, 33.45),
+    ("Show-1 (Zhang et al., 2023a)", 394.46, 35.42),
+    ("Make-A-Video (Singer et al., 2022)", 367.23, 33.00),
+    ("PYoCo (Ge et al., 2023)", 355.19, 47.76),
+    ("SVD (Blattmann et al., 2023a)", 242.02, None),
+    ("Lumiere (Ours)", 332.49, 37.54),
+)
+
+GENERATION_RECORD = "generation.json"
+
+
+@dataclass
+class UCF101Settings:
+    num_videos: int = PAPER_NUM_VIDEOS    # App. D.2: 10,235, apportioned over the class frequencies
+    prompt_template: str = "a_person"     # a_person | video_of | plain | a format string with {words}
+    prompt_file: str | None = None        # ClassName<TAB>prompt lines or json {class: prompt(s)}
+    plan_seed: int = 0                    # the seeds of the videos (one per video)
+    batch_size: int = 8                   # videos per sampling call
+    num_frames: int | None = None         # null: the model's clip length (>= 16)
+    generated_dir: str = "outputs/ucf101_generated"
+    ucf101_root: str | None = None        # UCF-101/<ClassName>/*.avi (only needed for the real statistics)
+    real_statistics: str | None = None    # null: <stats_cache_dir>/ucf101_i3d_<...>.npz
+    stats_cache_dir: str = "outputs/artifacts/ucf101"
+    real_max_per_class: int | None = None  # null: every UCF101 clip (the protocol); N: quick runs
+    c3d_weights: str | None = None        # conv3d_deepnetA_ucf.npz (TGANv2 release)
+    c3d_mean: str | None = None           # mean2.npz (TGANv2 release)
+    i3d_weights: str | None = None        # null: the default converted file
+    fvd_ddof: int = 1
+    is_splits: int = 1                    # TGANv2: 1 split; StyleGAN-V: 10
+    feature_batch_size: int = 8
+    show_paper_rows: bool = True
+    sampling: dict = field(default_factory=dict)  # num_inference_steps, guidance_scale, scheduler
+
+
+def load_c3d_inception_score(weights: str | None, mean: str | None, splits: int) -> VideoInceptionScore:
+    """The video IS with TGANv2's C3D; a clear ``InputFileError`` when a file is missing."""
+    return VideoInceptionScore(c3d_weights=weights, c3d_mean=mean, splits=splits)
+
+
+def real_statistics_path(settings: UCF101Settings, variant: str) -> Path:
+    if settings.real_statistics:
+        return Path(settings.real_statistics)
+    subset = "all" if settings.real_max_per_class is None else f"max{settings.real_max_per_class}"
+    return features.reference_cache_path(settings.stats_cache_dir, f"ucf101_i3d_{subset}", variant, subset)
+
+
+def check_generation_record(generated_dir: Path, record: dict) -> None:
+    """Refuse to mix videos of another checkpoint or other sampling settings into ``generated_dir``."""
+    path = generated_dir / GENERATION_RECORD
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != record:
+            changed = sorted(k for k in set(previous) | set(record) if previous.get(k) != record.get(k))
+            raise ConfigError(f"{generated_dir} holds videos generated with other settings ({', '.join(changed)}): "
+                              "use another evaluation.generated_dir (or run_name)")
+        return
+    generated_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def evaluate_ucf101(
+    settings: UCF101Settings,
+    out_dir: str | os.PathLike,
+    ckpt_path: str | None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> ResultTable:
+    """Generate (resumably) and score the UCF101 zero-shot protocol; returns the table."""
+    started = time.perf_counter()
+    device = torch.device(device)
+    if not ckpt_path:
+        raise ConfigError("the UCF101 protocol samples from a base model: set ckpt_path=PATH")
+    if settings.num_videos < 2:
+        raise ConfigError(f"evaluation.num_videos must be at least 2, got {settings.num_videos}")
+    if not 1 <= settings.is_splits <= settings.num_videos:
+        raise ConfigError(f"evaluation.is_splits must be between 1 and num_videos, got {settings.is_splits}")
+
+    # 1. Inputs that can be missing, before anything long runs.
+    inception = load_c3d_inception_score(settings.c3d_weights, settings.c3d_mean, settings.is_splits)
+    i3d = features.load_i3d(settings.i3d_weights, device=device)
+    variant = features.i3d_fvd_metric(i3d, settings.fvd_ddof).variant
+    statistics = real_statistics_path(settings, variant)
+    if not statistics.is_file():
+        if not settings.ucf101_root:
+            raise InputFileError(f"UCF101 real statistics not found at {statistics} and evaluation.ucf101_root is not set: "
+                                 "point it at the UCF-101 folder (one subfolder of videos per class)")
+        from lumiere.metrics.ucf101 import find_ucf101_videos
+
+        find_ucf101_videos(settings.ucf101_root, settings.real_max_per_class)  # every class folder present?
+    prompts = ucf101_prompts(settings.prompt_file, settings.prompt_template)
+    plan = build_generation_plan(settings.num_videos, prompts, seed=settings.plan_seed)
+    generator = CheckpointGenerator(ckpt_path, device, settings.num_frames, **(settings.sampling or {}))
+    features.check_fvd_frames(generator.num_frames, "the model's clips")
+
+    # 2. Real statistics, once.
+    if not statistics.is_file():
+        compute_ucf101_real_statistics(settings.ucf101_root, statistics, metric=features.i3d_fvd_metric(i3d, settings.fvd_ddof),
+                                       batch_size=settings.feature_batch_size, num_frames=features.FVD_FRAMES,
+                                       max_per_class=settings.real_max_per_class, progress=progress)
+
+    # 3. Resumable generation.
+    generated_dir = Path(settings.generated_dir)
+    check_generation_record(generated_dir, {**generator.settings(), "prompt_template": settings.prompt_template,
+                                            "prompt_file": settings.prompt_file, "batch_size": settings.batch_size})
+    tic = time.perf_counter()
+    generated_now = []
+
+    def generate_fn(batch_prompts: list[str], seeds: list[int]) -> torch.Tensor:
+        # One noise seed per sampling call: a resumed run regenerates whole batches with the
+        # same first seed, so its videos equal those of an uninterrupted run.
+        generated_now.append(len(batch_prompts))
+        return generator(batch_prompts, seed=seeds[0])
+
+    paths = generate_videos_resumable(plan, generate_fn, generated_dir, batch_size=settings.batch_size, progress=progress)
+    generation_seconds = time.perf_counter() - tic
+
+    # 4. FVD (I3D) and IS (C3D) over the generated videos.
+    fvd = features.i3d_fvd_metric(i3d, settings.fvd_ddof, real_statistics=statistics)
+    throughput = features.Throughput()
+    bar = tqdm(total=len(paths), desc="UCF101 scores (I3D + C3D)", unit="clip", disable=not progress)
+    for videos in iter_video_batches(paths, batch_size=settings.feature_batch_size, num_frames=features.FVD_FRAMES):
+        tic_features = time.perf_counter()
+        fvd.update(videos, real=False)
+        inception.update(videos)
+        throughput.add(videos.shape[0], time.perf_counter() - tic_features)
+        bar.update(videos.shape[0])
+    bar.close()
+    result = fvd.result()
+    is_mean, is_std = (float(v) for v in inception.compute())
+
+    row = {"row": "model", "method": f"this model ({generator.name})", "fvd": result["fvd"], "is": is_mean,
+           "is_std": is_std, "num_videos": result["num_fake"], "num_real": result["num_real"],
+           "fvd_variant": result["variant"], "is_variant": f"C3D (TGANv2 UCF101), {settings.is_splits} split(s)",
+           "source": "measured"}
+    rows = [row]
+    if settings.show_paper_rows:
+        rows += [{"row": f"paper_{i}", "method": method, "fvd": fvd_value, "is": is_value, "num_videos": PAPER_NUM_VIDEOS,
+                  "source": "paper Table 1 (reported)"} for i, (method, fvd_value, is_value) in enumerate(PAPER_TABLE1)]
+    columns = [Column("method", "method", ""), Column("fvd", "FVD ↓", ".2f"), Column("is", "IS ↑", ".2f"),
+               Column("num_videos", "videos", "d"), Column("source", "source", "")]
+    notes = [
+        f"FVD variant: {result['variant']}; real statistics: {result['num_real']} UCF101 clips ({statistics}).",
+        f"IS: C3D fine-tuned on UCF101 (TGANv2), first 16 frames, {settings.is_splits} split(s); "
+        f"this model's IS {is_mean:.2f} ± {is_std:.2f}.",
+        f"{result['num_fake']} generated videos apportioned over UCF101's class frequencies "
+        f"(the paper: {PAPER_NUM_VIDEOS}); prompts: "
+        + (f"file {settings.prompt_file}" if settings.prompt_file else f"template '{settings.prompt_template}'")
+        + " (the paper's PYoCo prompt set is not public).",
+        f"clips: {generator.num_frames} frames at {generator.resolution}x{generator.resolution}, "
+        f"resized to 224 (FVD) and 112 (IS); generated into {generated_dir}.",
+    ]
+    if result["num_fake"] < PAPER_NUM_VIDEOS or settings.real_max_per_class is not None:
+        notes.append("not the full protocol (fewer videos or a subset of UCF101): not comparable with the paper's rows.")
+    table = ResultTable("UCF101 zero-shot text-to-video (paper Table 1, App. D.2)", columns, rows, notes)
+    table.metadata.update({
+        "settings": asdict(settings),
+        "model": generator.settings(),
+        "throughput_videos_per_s": {
+            "i3d_plus_c3d": throughput.videos_per_second,
+            "generation": sum(generated_now) / generation_seconds if generated_now else None},
+        "generated_this_run": sum(generated_now),
+        "generation_seconds_this_run": generation_seconds,
+        "device": str(device),
+        "wall_seconds": time.perf_counter() - started,
+    })
+    return table
+
+
+def settings_from_dict(config: dict[str, Any]) -> UCF101Settings:
+    config = dict(config)
+    config.pop("mode", None)
+    unknown = set(config) - set(UCF101Settings.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown setting evaluation.{sorted(unknown)[0]}")
+    sampling = dict(config.get("sampling") or {})
+    unknown = set(sampling) - {"num_inference_steps", "guidance_scale", "scheduler"}
+    if unknown:
+        raise ConfigError(f"unknown setting evaluation.sampling.{sorted(unknown)[0]}")
+    return UCF101Settings(**config)
