@@ -30,6 +30,7 @@ import argparse
 import csv
 import json
 import math
+import multiprocessing
 import os
 import re
 import sys
@@ -360,7 +361,8 @@ def convert_items(
     skipped: list[dict[str, str]] = []
     jobs: Iterable = ((item, options) for item in items)
     with ShardSink(out_dir, prefix=prefix, max_bytes=shard_max_bytes, max_count=shard_max_count) as sink:
-        executor = ProcessPoolExecutor(workers) if workers > 1 else None
+        # spawn: forking a caller that runs threads (torch, Lightning) can deadlock the children
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
         try:
             results: Iterator = executor.map(_transcode_or_skip, jobs, chunksize=4) if executor else map(_transcode_or_skip, jobs)
             for item, video, meta in tqdm(results, total=len(items), desc="converting", unit="video", disable=not progress):

@@ -22,6 +22,7 @@ shards are split over ranks and workers.
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import lightning.pytorch as pl
@@ -47,6 +48,19 @@ def _as_size(value: int | tuple[int, int] | list[int] | None, name: str) -> tupl
     if len(size) != 2 or min(size) < 1:
         raise ConfigError(f"{name} must be an int or (height, width), got {value!r}")
     return size  # type: ignore[return-value]
+
+
+def _weak_method(method):
+    """A bound method that does not keep its object alive. The loaders hold it: a strong
+    reference would close the cycle data module -> loader -> data module, and a cycle's garbage
+    collection tears persistent DataLoader workers down only after join timeouts (seconds each)."""
+    ref = weakref.WeakMethod(method)
+
+    def call():
+        bound = ref()
+        return bound() if bound is not None else None
+
+    return call
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -176,6 +190,17 @@ class VideoDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return int(trainer.current_epoch) if trainer is not None else None
 
+    def _consumed_train_batches(self) -> int | None:
+        """Training batches the fit loop has taken in the current epoch (restored on resume).
+
+        The loader's own count would be one too many when Lightning fetches a batch ahead (it does
+        for loaders without a length, to know which batch is the last)."""
+        trainer = self.trainer
+        try:
+            return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        except AttributeError:  # no trainer (plain iteration): the loader counts itself
+            return None
+
     def _uint8_batches(self) -> bool:
         """Send uint8 videos when a Trainer will move them to an accelerator: the conversion to
         float then runs there (``on_after_batch_transfer``), not in the CPU workers."""
@@ -239,7 +264,8 @@ class VideoDataModule(pl.LightningDataModule):
             batch_size=batch_size,
             num_workers=self.num_workers,
             num_batches=self.epoch_length if resampled else None,
-            epoch_fn=self._current_epoch,
+            epoch_fn=_weak_method(self._current_epoch),
+            consumed_fn=_weak_method(self._consumed_train_batches) if training else None,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
             uint8_video=self._uint8_batches(),

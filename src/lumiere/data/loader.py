@@ -8,11 +8,20 @@ Workers cannot share Python counters, so each example carries the skips its work
 the previous example (see :mod:`lumiere.data.dataset`); :func:`collate_examples` gathers them
 per batch and :class:`VideoDataLoader` strips them off and adds them to a :class:`SkipTracker`.
 Every example reaches the main process exactly once, so the sum is exact.
+
+Resuming mid-epoch. The stream of an epoch depends only on (seed, epoch, rank, worker layout)
+(see :mod:`lumiere.data.dataset`), so :class:`VideoDataLoader` is resumable by replay: its
+``state_dict()`` records the epoch and how many batches of it were consumed, Lightning stores it
+in the checkpoint (``fit_loop`` saves the state of a train loader that has ``state_dict`` /
+``load_state_dict``) and hands it back on resume, and the next pass of that epoch regenerates and
+drops those batches before yielding the first unseen one.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import warnings
 from collections import Counter
 from typing import Any, Callable, Iterator
 
@@ -21,6 +30,8 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from lumiere.data.dataset import REPORT_ONLY_KEY, SKIP_REASONS, SKIPPED_KEY, frames_into_video
 from lumiere.errors import ConfigError
+
+log = logging.getLogger("lumiere")
 
 
 def stack_clips(frames: list[torch.Tensor], *, as_uint8: bool = False) -> torch.Tensor:
@@ -117,7 +128,11 @@ class VideoDataLoader(DataLoader):
 
     * tells the dataset which epoch it is (shard shuffling) before each pass,
     * strips the skip reports off the batches into :attr:`skips`, dropping report-only batches,
-    * has a length only when the epoch length is fixed (``num_batches``).
+    * has a length only when the epoch length is fixed (``num_batches``),
+    * can resume mid-epoch (``state_dict`` / ``load_state_dict``, see the module docstring):
+      ``consumed_fn`` tells how many batches of the current epoch the consumer has taken (a
+      training loop that fetches ahead has taken fewer than the loader handed out); without it
+      the loader counts the batches it handed out.
 
     With ``uint8_video`` the videos stay uint8 (B, 3, T, H, W) in [0, 255]: a quarter of the
     bytes through shared memory and to the accelerator; :func:`to_model_range` finishes them."""
@@ -130,6 +145,7 @@ class VideoDataLoader(DataLoader):
         *,
         num_batches: int | None = None,
         epoch_fn: Callable[[], int | None] | None = None,
+        consumed_fn: Callable[[], int | None] | None = None,
         uint8_video: bool = False,
         **kwargs,
     ):
@@ -140,19 +156,61 @@ class VideoDataLoader(DataLoader):
         super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, **kwargs)
         self.num_batches = num_batches
         self.epoch_fn = epoch_fn
+        self.consumed_fn = consumed_fn
         self.skips = SkipTracker()
         self._passes = 0
+        self._epoch = 0  # epoch of the current (or last) pass
+        self._handed_out = 0  # batches of that pass handed out (or replayed on resume)
+        self._resume_state: dict[str, int] | None = None
 
     def __len__(self) -> int:
         if self.num_batches is None:
             raise TypeError("this loader streams one pass over its shards; its length is unknown")
         return self.num_batches
 
+    # -- resumable stream ---------------------------------------------------------------------
+
+    def _layout(self) -> dict[str, int]:
+        """What the order of batches depends on besides (seed, epoch)."""
+        return {"batch_size": int(self.batch_size), "num_workers": int(self.num_workers),
+                "world_size": int(getattr(self.dataset, "world_size", 1))}
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the stream: the epoch and the batches of it consumed so far."""
+        consumed = self.consumed_fn() if self.consumed_fn is not None else None
+        return {"epoch": int(self._epoch), "batches": int(self._handed_out if consumed is None else consumed),
+                **self._layout()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at ``state``: the next pass over ``state["epoch"]`` skips its consumed batches."""
+        self._resume_state = dict(state)
+
+    def _batches_to_skip(self, epoch: int) -> int:
+        state, self._resume_state = self._resume_state, None
+        if not state or int(state.get("epoch", -1)) != epoch or int(state.get("batches", 0)) <= 0:
+            return 0
+        changed = {k: (state[k], v) for k, v in self._layout().items() if k in state and state[k] != v}
+        if changed:
+            warnings.warn(f"the data stream of epoch {epoch} cannot resume exactly: "
+                          + ", ".join(f"{k} was {a}, now {b}" for k, (a, b) in changed.items())
+                          + "; skipping the same number of batches of the new order", stacklevel=2)
+        log.info("resuming the data stream: replaying %d batches of epoch %d", int(state["batches"]), epoch)
+        return int(state["batches"])
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.epoch_fn() if self.epoch_fn is not None else None
         self.dataset.epoch = self._passes if epoch is None else int(epoch)
         self._passes += 1
+        self._epoch, self._handed_out = int(self.dataset.epoch), 0
+        # Regenerate and drop what the interrupted run consumed: the same (seed, epoch) gives the
+        # same batches, so the first batch yielded is the first one it never trained on.
+        skip = self._batches_to_skip(self._epoch)
         for batch in super().__iter__():
             self.skips.record(batch.pop(SKIPPED_KEY, []))
-            if "video" in batch:
-                yield batch
+            if "video" not in batch:
+                continue
+            self._handed_out += 1
+            if skip:
+                skip -= 1
+                continue
+            yield batch

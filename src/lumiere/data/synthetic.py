@@ -37,6 +37,7 @@ import math
 import multiprocessing
 import re
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -583,6 +584,8 @@ def generate_synthetic_benchmark(
     out_dir = Path(out_dir)
     existing = prepare_output_dir(out_dir, config, SPLITS, overwrite=overwrite)
     if existing is not None:
+        if progress:
+            print(f"{out_dir} already holds this benchmark (same config): nothing to do", file=sys.stderr)
         return existing
 
     manifest: dict[str, Any] = {"config": config, "complete": False, "splits": {}, "attribute_vocab": ATTRIBUTE_VOCAB}
@@ -590,9 +593,9 @@ def generate_synthetic_benchmark(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     render = functools.partial(make_sample, seed=seed, num_frames=num_frames, fps=fps, size=size, hr_size=hr_size, crf=crf)
-    # fork: rendering is numpy + PyAV only, and spawn would re-import the caller's __main__
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(method).Pool(workers) if workers > 1 else None
+    # spawn, not fork: a caller with threads (torch, DataLoader, Lightning) can deadlock forked
+    # children; a broken pool raises instead of hanging
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
     bar = tqdm(total=sum(counts.values()), desc="synthetic clips", unit="clip", disable=not progress)
     try:
         for split in SPLITS:
@@ -600,7 +603,7 @@ def generate_synthetic_benchmark(
                 continue
             max_count = max(1, math.ceil(counts[split] / max(1, min_shards)))
             jobs = [(split, index) for index in range(counts[split])]
-            samples = pool.imap(_make_sample_star, [(render, job) for job in jobs], chunksize=4) if pool else (render(*job) for job in jobs)
+            samples = pool.map(_make_sample_star, [(render, job) for job in jobs], chunksize=4) if pool else (render(*job) for job in jobs)
             with ShardSink(out_dir / split, prefix=split, max_bytes=shard_max_bytes, max_count=max_count) as sink:
                 for sample in samples:
                     sink.write(sample)
@@ -609,8 +612,7 @@ def generate_synthetic_benchmark(
     finally:
         bar.close()
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown(cancel_futures=True)
     manifest["complete"] = True
     write_manifest(out_dir, manifest)
     return manifest
@@ -667,7 +669,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     summary = ", ".join(
-        f"{split}: {info['num_samples']} clips in {len(info['shards'])} shards" for split, info in manifest["splits"].items()
+        f"{split}: {manifest['splits'][split]['num_samples']} clips in {len(manifest['splits'][split]['shards'])} shards"
+        for split in SPLITS
+        if split in manifest["splits"]
     )
     print(f"synthetic benchmark at {args.out} ({summary})")
     return 0
