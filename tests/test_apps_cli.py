@@ -183,3 +183,16 @@ def test_the_entry_point_reports_one_error_line_and_exit_code_2(tmp_path, chain,
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1] == "error: SDEdit strength must lie in (0, 1], got 2.0", lines[-3:]
     assert not list(tmp_path.glob("sdedit/*"))
+
+
+def test_the_gallery_writes_every_application(tmp_path, chain):
+    from lumiere.apps.gallery import main
+
+    code = main(["--conditional-ckpt", chain.conditional_ckpt, "--base-ckpt", chain.base_ckpt, "--style-dir",
+                 chain.style_dir, "--out", str(tmp_path), "--frames", str(FRAMES), "--steps", "2"])
+    assert code == 0
+    for name in ("inputs", "image_to_video", "inpaint", "outpaint", "cinemagraph", "sdedit", "stylized"):
+        assert (tmp_path / name / "sheet.png").is_file(), name
+        assert list((tmp_path / name).glob("00_*.gif")), name
+    assert main(["--conditional-ckpt", str(tmp_path / "nope.ckpt"), "--base-ckpt", chain.base_ckpt,
+                 "--out", str(tmp_path / "bad")]) == 2

@@ -120,3 +120,14 @@ def test_fit_to_model_keeps_the_mask_binary_and_known_colours_undarkened():
     known = small_m.expand_as(small_c) == 1
     assert torch.allclose(small_c[known], torch.tensor(0.8), atol=1e-5)
     assert torch.all(small_c[~known] == 0)
+
+
+def test_per_sample_training_masks_depend_on_their_own_generator_only():
+    """Sample i's mask comes from generators[i] alone: batch position and neighbours do not matter."""
+    sampler = TrainingMaskSampler()
+    seeds = [5, 6, 7, 8]
+    batch, _ = sampler.per_sample([torch.Generator().manual_seed(s) for s in seeds], 8, 16, 16)
+    alone, _ = sampler.per_sample([torch.Generator().manual_seed(7)], 8, 16, 16)
+    assert torch.equal(batch[2], alone[0])
+    swapped, _ = sampler.per_sample([torch.Generator().manual_seed(s) for s in reversed(seeds)], 8, 16, 16)
+    assert torch.equal(swapped.flip(0), batch)

@@ -111,7 +111,7 @@ def sdedit_video(module, video: Tensor, prompts: str | Sequence[str], strength: 
     prompts = _prompts(prompts)
     video = resize_video(center_square(_as_video_batch(video)), module.sample_size).clamp(-1, 1)
     video = _batch(video, len(prompts)).to(module.device, torch.float32)
-    module.network.check_num_frames(video.shape[2])
+    module.check_num_frames(video.shape[2])
     generator = torch.Generator().manual_seed(seed)
     return sdedit(
         module.network_forward, video, module.make_scheduler(scheduler), float(strength),

@@ -180,9 +180,9 @@ def apps(cfg: DictConfig) -> dict[str, float]:
     quiet_model_loading()
     module = load_module_from_checkpoint(_required(cfg, "ckpt_path", cfg.mode), use_ema=True).to(device)
     if cfg.mode in ("image_to_video", "cinemagraph", "stylize"):
-        module.network.check_num_frames(int(cfg.num_frames))
+        module.check_num_frames(int(cfg.num_frames))
     if inputs.video is not None:
-        module.network.check_num_frames(inputs.video.shape[1])
+        module.check_num_frames(inputs.video.shape[1])
     if inputs.style is not None:
         with stylized(module, inputs.style, float(cfg.alpha)):
             videos = run_mode(module, cfg.mode, inputs, cfg)

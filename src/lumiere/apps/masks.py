@@ -155,6 +155,14 @@ class TrainingMaskSampler:
             return torch.zeros(1, num_frames, height, width)
         raise ConfigError(f"unknown mask kind {kind!r}")
 
+    def per_sample(self, generators: Sequence[torch.Generator], num_frames: int, height: int,
+                   width: int) -> tuple[Tensor, list[str]]:
+        """A batch of masks (B, 1, T, H, W), sample i drawn from generators[i] alone (the training draws)."""
+        kinds = [self.sample_kind(generator) for generator in generators]
+        masks = torch.stack([self.sample_one(kind, num_frames, height, width, generator)
+                             for kind, generator in zip(kinds, generators)])
+        return masks, kinds
+
     def __call__(self, batch_size: int, num_frames: int, height: int, width: int,
                  generator: torch.Generator | None = None) -> tuple[Tensor, list[str]]:
         """A batch of masks (B, 1, T, H, W) and the kind of each."""

@@ -40,6 +40,6 @@ class StyleFineTuneModule(TextToImageModule):
         self.unet_path, self.text_encoder_path = unet_path, text_encoder_path
         self.style = style
 
-    def prepare_batch(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-        x0, extra = super().prepare_batch(batch)
+    def prepare_batch(self, batch: dict, generators) -> tuple[Tensor, dict[str, Tensor]]:
+        x0, extra = super().prepare_batch(batch, generators)
         return self.style(x0), extra

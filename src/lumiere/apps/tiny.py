@@ -12,7 +12,9 @@ looks like.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import lightning.pytorch as pl
 import numpy as np
@@ -133,6 +135,23 @@ def still_frames(videos: torch.Tensor, captions: list[str], every: int = 4):
 
 
 # ---------------------------------------------------------------------------- the chain
+@contextmanager
+def intra_op_threads(num_threads: int | None) -> Iterator[None]:
+    """Run with `num_threads` torch threads, then restore the previous count.
+
+    At 16x16 pixels the tensors are so small that a second intra-op thread gains little, and on a
+    busy machine (other processes on the same cores) a multi-threaded op stalls waiting for its
+    threads: one thread is both the cheapest and the most predictable choice for the tiny chain.
+    """
+    previous = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @dataclass
 class TinyChain:
     root: str
@@ -146,8 +165,15 @@ class TinyChain:
 
 
 def build_tiny_chain(root: str, *, t2i_steps: int = 200, base_steps: int = 20, conditional_steps: int = 200,
-                     style_steps: int = 40, num_clips: int = 48, seed: int = 0) -> TinyChain:
+                     style_steps: int = 40, num_clips: int = 48, seed: int = 0,
+                     num_threads: int | None = 1) -> TinyChain:
     """Train the stages at tiny size under `root`; return the paths of their exports and checkpoints."""
+    with intra_op_threads(num_threads):
+        return _build_tiny_chain(root, t2i_steps, base_steps, conditional_steps, style_steps, num_clips, seed)
+
+
+def _build_tiny_chain(root: str, t2i_steps: int, base_steps: int, conditional_steps: int, style_steps: int,
+                      num_clips: int, seed: int) -> TinyChain:
     os.makedirs(root, exist_ok=True)
     videos, captions = synthetic_clips(num_clips, seed=seed)
     held_out, held_out_captions = synthetic_clips(4, seed=seed + 1)

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from lumiere.apps.conditioning import check_pair, image_to_video_conditioning
 from lumiere.apps.masks import TrainingMaskSampler
 from lumiere.apps.replacement import paste_known_region, replace_known_region
-from lumiere.diffusion import drop_conditions, make_noise, sample
+from lumiere.diffusion import make_noise, sample
 from lumiere.errors import ConfigError
 from lumiere.models import STUNet, expand_input_channels
 from lumiere.training.base import DiffusionModule, load_module_from_checkpoint
@@ -128,26 +128,16 @@ class ConditionalVideoModule(TextToVideoModule):
         self._val_clips: tuple[Tensor, list[str]] | None = None
 
     # ------------------------------------------------------------------ training
-    def prepare_batch(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def prepare_batch(self, batch: dict, generators: Sequence[torch.Generator]) -> tuple[Tensor, dict[str, Tensor]]:
+        """x0 is the clip; C = clip * M and M come from a random mask per sample, drawn from its generator."""
         video = batch["video"]
-        batch_size, _, frames, height, width = video.shape
-        self.network.check_num_frames(frames)
-        mask, _ = self.mask_sampler(batch_size, frames, height, width, generator=generator)
+        _, _, frames, height, width = video.shape
+        self.check_num_frames(frames)
+        mask, _ = self.mask_sampler.per_sample(generators, frames, height, width)
         mask = mask.to(video.device, video.dtype)
-        if self._val_clips is None and not self.training:
+        if self._val_clips is None and not self.training:  # kept for the validation samples
             self._val_clips = (video[:self.val_batch_size].detach(), list(batch["caption"][:self.val_batch_size]))
         return video, {"cond_video": video * mask, "mask": mask}
-
-    def diffusion_loss(self, batch: dict, generator: torch.Generator | None = None,
-                       caption_dropout: float = 0.0) -> Tensor:
-        # As the base class, but the masks are drawn from the same generator (fixed validation masks).
-        x0, extra = self.prepare_batch(batch, generator)
-        captions = batch["caption"]
-        if caption_dropout > 0:
-            captions = drop_conditions(captions, caption_dropout, generator)
-        cond = {**self.encode_text(captions), **extra}
-        loss, _ = self.objective.loss(self.network_forward, x0, cond, generator=generator)
-        return loss
 
     def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
         """STUNet on <x_t, C, M>; without C and M nothing is known (C = 0, M = 0): text-to-video."""
@@ -186,7 +176,7 @@ class ConditionalVideoModule(TextToVideoModule):
         if len(prompts) != cond_video.shape[0]:
             raise ConfigError(f"{len(prompts)} prompts for {cond_video.shape[0]} conditioning videos")
         frames, height, width = cond_video.shape[2:]
-        self.network.check_num_frames(frames)
+        self.check_num_frames(frames)
         if (height, width) != (self.sample_size, self.sample_size):
             raise ConfigError(f"the conditioning video is {height}x{width}; this model generates "
                               f"{self.sample_size}x{self.sample_size} (resize with lumiere.apps.fit_to_model)")
