@@ -162,7 +162,8 @@ def test_uint8_batches_finished_on_the_device_equal_float_batches():
     loader = dm.val_dataloader()
     assert isinstance(loader, VideoDataLoader) and loader.uint8_video
     batch = next(iter(loader))
-    assert batch["video"].dtype == torch.uint8 and batch["video"].shape == reference["video"].shape
+    b, c, t, h, w = reference["video"].shape
+    assert batch["video"].dtype == torch.uint8 and batch["video"].shape == (b, t, h, w, c)
     batch = dm.on_after_batch_transfer(batch, 0)
     torch.testing.assert_close(batch["video"], reference["video"], atol=1e-6, rtol=0)
     torch.testing.assert_close(batch["video_hr"], reference["video_hr"], atol=1e-6, rtol=0)

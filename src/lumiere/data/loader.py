@@ -35,8 +35,10 @@ log = logging.getLogger("lumiere")
 
 
 def stack_clips(frames: list[torch.Tensor], *, as_uint8: bool = False) -> torch.Tensor:
-    """uint8 clips [(T, H, W, 3)] -> batch (B, 3, T, H, W): float32 in [-1, 1], or planar uint8
-    when ``as_uint8`` (converted later on the accelerator, see ``VideoDataModule``).
+    """uint8 clips [(T, H, W, 3)] -> float32 batch (B, 3, T, H, W) in [-1, 1], or, with
+    ``as_uint8``, the uint8 clips stacked as they are, (B, T, H, W, 3), for
+    :func:`to_model_range` to finish on the accelerator (a plain copy here; the transpose to
+    planar happens there).
 
     Inside a DataLoader worker the batch is allocated in shared memory (as ``default_collate``
     does), so it reaches the main process without another copy."""
@@ -44,7 +46,7 @@ def stack_clips(frames: list[torch.Tensor], *, as_uint8: bool = False) -> torch.
     if len(shapes) != 1:
         raise ConfigError(f"clips in a batch differ in shape {sorted(shapes)}; set resolution to resize them")
     num_frames, height, width, _ = frames[0].shape
-    shape = (len(frames), 3, num_frames, height, width)
+    shape = (len(frames), num_frames, height, width, 3) if as_uint8 else (len(frames), 3, num_frames, height, width)
     dtype = torch.uint8 if as_uint8 else torch.float32
     if get_worker_info() is not None:
         numel = len(frames) * 3 * num_frames * height * width
@@ -52,20 +54,20 @@ def stack_clips(frames: list[torch.Tensor], *, as_uint8: bool = False) -> torch.
         out = torch.empty(0, dtype=dtype).new(storage).view(shape)
     else:
         out = torch.empty(shape, dtype=dtype)
+    if as_uint8:
+        return torch.stack(frames, out=out)
     for index, clip in enumerate(frames):
-        if as_uint8:
-            for channel in range(3):
-                out[index, channel].copy_(clip[..., channel])
-        else:
-            frames_into_video(clip, out[index])
+        frames_into_video(clip, out[index])
     return out
 
 
 def to_model_range(video: torch.Tensor) -> torch.Tensor:
-    """A uint8 batch [0, 255] -> float32 [-1, 1]; float input is returned as it is."""
+    """A uint8 batch (B, T, H, W, 3) from a ``uint8_video`` loader -> float32 (B, 3, T, H, W)
+    in [-1, 1], contiguous, on the tensor's device; float input is returned as it is."""
     if video.dtype != torch.uint8:
         return video
-    return video.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
+    planar = video.permute(0, 4, 1, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
+    return planar.mul_(2.0 / 255.0).sub_(1.0)
 
 
 def collate_examples(examples: list[dict[str, Any]], as_uint8: bool = False) -> dict[str, Any]:
@@ -134,8 +136,9 @@ class VideoDataLoader(DataLoader):
       training loop that fetches ahead has taken fewer than the loader handed out); without it
       the loader counts the batches it handed out.
 
-    With ``uint8_video`` the videos stay uint8 (B, 3, T, H, W) in [0, 255]: a quarter of the
-    bytes through shared memory and to the accelerator; :func:`to_model_range` finishes them."""
+    With ``uint8_video`` the videos stay uint8 in [0, 255], laid out (B, T, H, W, 3): a quarter of
+    the bytes through shared memory and to the accelerator; :func:`to_model_range` finishes them
+    there (``VideoDataModule.on_after_batch_transfer``)."""
 
     def __init__(
         self,
