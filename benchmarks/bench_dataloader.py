@@ -1,7 +1,7 @@
 """Data loader throughput against raw decord decoding of the same clips, in one run.
 
 For each size it generates a small synthetic set (80-frame clips at 16 fps, as in Sec. 5),
-then alternates two measurements ``--repeats`` times and reports medians:
+then alternates three measurements ``--repeats`` times and reports medians:
 
 * raw decode: one process, the clips' mp4 bytes already in memory, ``decord.VideoReader``
   (``num_threads=1``) + ``get_batch`` of all frames to uint8 numpy: decoding only;
@@ -13,9 +13,12 @@ then alternates two measurements ``--repeats`` times and reports medians:
   workers send uint8 batches and the float conversion runs on the GPU after the transfer
   (not timed here: no GPU involved).
 
-The ratios are loader clips/s over raw clips/s. The loader uses ``--workers`` processes and the raw
-decode one, so on an idle machine with >= 2 free cores the ratio can exceed 1; the target is at
-least 0.9. Timings on shared machines are noisy: medians of alternating repeats.
+The ratios are loader clips/s over raw clips/s (wall clock). The loader uses ``--workers``
+processes and the raw decode one, so on an idle machine with >= 2 free cores the ratio can exceed
+1; the target is at least 0.9. Wall-clock timings on a shared machine depend on its load, so the
+table also gives CPU milliseconds per clip (process CPU time of the main process and, for the
+loader, of its workers from /proc), which other load barely changes. Medians of alternating
+repeats.
 
     python benchmarks/bench_dataloader.py [--clips 48] [--sizes 64 128] [--workers 2] [--repeats 5]
 """
