@@ -30,8 +30,17 @@ test: install  ## Run the test suite (CPU, ~10 minutes on 2 cores)
 test-fast: install  ## Run the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: install  ## Synthetic benchmark -> T2I stage -> STUNet -> SSR cascade -> samples + evaluation, on CPU
-	$(PY) -m lumiere.demo
+DEMO_DATA := python -m lumiere.data.synthetic --out data/demo --train 512 --val 32 --test 64 --frames 32 --fps 16 --size 32 --hr-size 64 --seed 0
+
+demo: install  ## Synthetic benchmark -> T2I -> STUNet -> SSR + MultiDiffusion cascade -> evaluation, on CPU
+	$(VENV)/bin/$(DEMO_DATA)
+	$(PY) train.py experiment=demo_t2i
+	$(PY) train.py experiment=demo_stunet
+	$(PY) train.py experiment=demo_ssr_t2i
+	$(PY) train.py experiment=demo_ssr
+	$(PY) generate.py experiment=demo_cascade
+	$(PY) evaluate.py experiment=demo_eval
+	@echo "demo done: samples under outputs/demo_cascade/demo/videos, table under outputs/evaluate/demo"
 
 data: install  ## Generate the default synthetic benchmark under data/synthetic
 	$(PY) -m lumiere.data.synthetic --out data/synthetic
