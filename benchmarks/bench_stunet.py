@@ -1,0 +1,247 @@
+"""Cost of the STUNet against the per-frame 2D U-Net and a fixed-temporal-resolution inflation (paper Sec. 3.1).
+
+The claim checked: by downsampling in time as well as space, the STUNet does most of its work on a
+compact space-time representation, so a full clip costs less than running the text-to-image
+U-Net on every frame, and far less than the conventional inflation that keeps every frame at
+every level (temporal conv + temporal attention everywhere, as AnimateDiff / ModelScope).
+
+Three variants share one frozen 2D U-Net (``--preset``, default the CPU demo's ``if_stage1_demo``):
+
+- ``stunet``: ``STUNet(unet)`` with its defaults; forward + backward of a mean-square loss
+  (gradients for the temporal parameters, activation gradients through the frozen layers).
+- ``per_frame_2d``: the U-Net on every frame as a batch of images; forward + backward with respect
+  to the *input* (its weights are frozen, as in the STUNet: the same activation-gradient work a
+  frozen backbone needs, no weight gradients).
+- ``fixed_resolution``: ``build_fixed_resolution_inflation(unet)``: no temporal resampling, a
+  factorized conv block and a temporal attention block after every pre-trained layer.
+
+Time: median over ``--reps`` rounds; the variants run round-robin within each round so machine
+load hits all of them alike (on a shared CPU machine times are noisy, so the arithmetic cost,
+GFLOP of forward + backward from ``torch.utils.flop_counter``, is printed too). Peak memory: on CPU, each (variant, frames) runs one forward +
+backward in a fresh subprocess and reports the peak RSS growth over the RSS after building the
+model and inputs (``VmHWM``, its mark reset through ``/proc/self/clear_refs``); on CUDA,
+``torch.cuda.max_memory_allocated`` growth.
+
+    python benchmarks/bench_stunet.py                              # CPU, 2 threads, 16/32/80 frames, 32x32
+    python benchmarks/bench_stunet.py --frames 80 --size 128       # e.g. on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lumiere.models import STUNet, build_fixed_resolution_inflation, build_unet
+from lumiere.models.t2i import unet_text_dim
+
+VARIANTS = ("stunet", "per_frame_2d", "fixed_resolution")
+TARGETS = {  # at the longest clip (Sec. 3.1's motivation, the lead's acceptance bar)
+    "time stunet / per_frame_2d": 0.8,
+    "time stunet / fixed_resolution": 0.4,
+    "memory stunet / fixed_resolution": 0.5,
+}
+
+
+def build(variant: str, preset: str, size: int, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    unet = build_unet(preset, sample_size=size).to(device).eval().requires_grad_(False)
+    if variant == "stunet":
+        return STUNet(unet).to(device)
+    if variant == "fixed_resolution":
+        return build_fixed_resolution_inflation(unet).to(device)
+    return unet
+
+
+def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, size: int, device: torch.device):
+    """A closure running one forward + backward of the variant on a (batch, 3, frames, size, size) clip."""
+    g = torch.Generator().manual_seed(0)
+    unet = model if variant == "per_frame_2d" else model.unet
+    video = torch.randn(batch, 3, frames, size, size, generator=g).to(device)
+    text = torch.randn(batch, 32, unet_text_dim(unet), generator=g).to(device)
+    timestep = torch.randint(0, 1000, (batch,), generator=g).to(device)
+
+    if variant == "per_frame_2d":
+        images = video.permute(0, 2, 1, 3, 4).reshape(batch * frames, 3, size, size).requires_grad_(True)
+        text_per_frame = text.repeat_interleave(frames, dim=0)
+        timestep_per_frame = timestep.repeat_interleave(frames)
+
+        def step():
+            images.grad = None
+            out = model(images, timestep_per_frame, text_per_frame).sample
+            out.square().mean().backward()
+
+        return step
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(video, timestep, text).square().mean().backward()
+
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak RSS. VmHWM, not ru_maxrss: ru_maxrss also keeps the parent's RSS at
+    fork/exec time, which would hide the child's own peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def measure_memory_here(variant: str, args) -> float:
+    """Peak memory growth (MiB) of one forward + backward, in this process."""
+    device = torch.device(args.device)
+    model = build(variant, args.preset, args.size, device)
+    step = make_step(variant, model, args.batch, args.frames[0], args.size, device)
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    before = _current_rss_bytes()
+    try:  # Linux >= 4.0: reset the peak-RSS mark to the current RSS, so import-time peaks do not count
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    peak_before = _peak_rss_bytes()
+    step()
+    peak_after = _peak_rss_bytes()
+    if peak_after <= peak_before:  # the step never exceeded an earlier peak that could not be reset: unknown
+        return float("nan")
+    return (peak_after - before) / 2**20
+
+
+def measure_memory(variant: str, frames: int, args) -> float:
+    if args.device.startswith("cuda"):
+        sub_args = argparse.Namespace(**{**vars(args), "frames": [frames]})
+        torch.cuda.empty_cache()
+        return measure_memory_here(variant, sub_args)
+    cmd = [
+        sys.executable, __file__, "--memory-of", variant, "--frames", str(frames), "--size", str(args.size),
+        "--batch", str(args.batch), "--preset", args.preset, "--threads", str(args.threads), "--device", args.device,
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def measure_flops(frames: int, args, models: dict) -> dict[str, float]:
+    """GFLOP of one forward + backward (matmuls, convolutions, attention): independent of machine load."""
+    device = torch.device(args.device)
+    flops = {}
+    for variant in VARIANTS:
+        step = make_step(variant, models[variant], args.batch, frames, args.size, device)
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops[variant] = counter.get_total_flops() / 1e9
+    return flops
+
+
+def measure_times(frames: int, args, models: dict) -> dict[str, float]:
+    device = torch.device(args.device)
+    steps = {v: make_step(v, models[v], args.batch, frames, args.size, device) for v in VARIANTS}
+    for step in steps.values():  # warm-up (allocator, kernel selection)
+        step()
+    samples = {v: [] for v in VARIANTS}
+    for _ in range(args.reps):
+        for variant, step in steps.items():  # round-robin: load spikes hit every variant
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            samples[variant].append(time.perf_counter() - start)
+    return {v: statistics.median(s) for v, s in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 32, 80])
+    parser.add_argument("--size", type=int, default=32, help="frame height and width")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--preset", default="if_stage1_demo")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: subprocess mode
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.memory_of:
+        print(json.dumps({"peak_mib": measure_memory_here(args.memory_of, args)}))
+        return
+
+    device = torch.device(args.device)
+    models = {v: build(v, args.preset, args.size, device) for v in VARIANTS}
+    frozen = sum(p.numel() for p in models["per_frame_2d"].parameters())
+    print(f"device={device} threads={args.threads} preset={args.preset} size={args.size}x{args.size} batch={args.batch}")
+    print(f"frozen 2D U-Net: {frozen / 1e6:.2f}M params; STUNet temporal factor N={models['stunet'].temporal_factor}")
+    for v in ("stunet", "fixed_resolution"):
+        print(f"  {v}: {sum(p.numel() for p in models[v].trainable_parameters()) / 1e6:.2f}M trainable temporal params")
+    print("per_frame_2d: frozen weights, backward w.r.t. the input frames (activation gradients, no weight gradients)")
+    print("memory: peak RSS growth of one fwd+bwd in a fresh process" if device.type == "cpu" else "memory: CUDA peak allocated growth")
+    print()
+    header = (
+        f"{'frames':>6} | {'stunet':>8} {'2D':>8} {'fixed':>8} {'st/2D':>6} {'st/fix':>6} | "
+        f"{'stunet':>7} {'2D':>7} {'fixed':>7} {'st/2D':>6} {'st/fix':>6} | "
+        f"{'stunet':>7} {'2D':>7} {'fixed':>7} {'st/2D':>6} {'st/fix':>6}"
+    )
+    print(f"{'':>6} | {'time (s, median of ' + str(args.reps) + ')':<46} | {'GFLOP (fwd+bwd)':<44} | peak memory (MiB)")
+    print(header)
+    print("-" * len(header))
+    ratios = {}
+    for frames in args.frames:
+        models["stunet"].check_num_frames(frames)
+        times = measure_times(frames, args, models)
+        flops = measure_flops(frames, args, models)
+        if args.skip_memory:
+            memory = {v: float("nan") for v in VARIANTS}
+        else:
+            memory = {v: measure_memory(v, frames, args) for v in VARIANTS}
+        row = [f"{frames:>6}"]
+        for name, values, fmt in (("time", times, "8.3f"), ("flops", flops, "7.1f"), ("memory", memory, "7.0f")):
+            ratios[f"{name} stunet / per_frame_2d"] = values["stunet"] / values["per_frame_2d"]
+            ratios[f"{name} stunet / fixed_resolution"] = values["stunet"] / values["fixed_resolution"]
+            cells = " ".join(format(values[v], fmt) for v in VARIANTS)
+            row.append(
+                f"{cells} {ratios[f'{name} stunet / per_frame_2d']:>6.2f} {ratios[f'{name} stunet / fixed_resolution']:>6.2f}"
+            )
+        print(" | ".join(row), flush=True)
+    print()
+    print(f"targets at {args.frames[-1]} frames:")
+    for name, bound in TARGETS.items():
+        value = ratios[name]
+        verdict = "met" if value <= bound else "NOT met"
+        print(f"  {name} = {value:.2f} (target <= {bound}): {verdict}")
+        if name.startswith("time"):
+            flops_name = name.replace("time", "flops", 1)
+            print(f"    (arithmetic: {flops_name} = {ratios[flops_name]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
