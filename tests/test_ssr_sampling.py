@@ -12,10 +12,9 @@ import functools
 import pytest
 import torch
 
-from lumiere.diffusion import sample, temporal_windows
+from lumiere.diffusion import DiffusionObjective, sample, temporal_windows
 from lumiere.errors import ConfigError
 from lumiere.models import STUNet, build_tiny_text_encoder, build_unet
-from lumiere.diffusion import DiffusionObjective
 from lumiere.training.ssr import SSR_META_FILE, SuperResolutionModule
 
 LOW, HIGH = 8, 16  # if_stage2_tiny made smaller still (sample_size 16): 8 -> 16 px
@@ -201,10 +200,13 @@ def test_low_res_input_of_the_wrong_size_is_a_config_error(ssr_video):
         ssr_video.upsample(low_res_clip(4), PROMPTS[:1], progress=False)
 
 
-def test_inflating_an_export_for_another_low_res_size_is_a_config_error(ssr_export, text_encoder_path):
+def test_inflating_an_export_with_another_low_res_size_or_parameterisation_is_a_config_error(ssr_export, text_encoder_path):
     assert (ssr_export / SSR_META_FILE).is_file()
     with pytest.raises(ConfigError, match="trained to upsample 8 px"):
         inflate(ssr_export, text_encoder_path, low_res_size=4)
+    other_parameterisation = DiffusionObjective(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    with pytest.raises(ConfigError, match="prediction_type='epsilon'"):
+        inflate(ssr_export, text_encoder_path, objective=other_parameterisation)
 
 
 def test_training_batch_checks_the_pair_sizes_and_gives_a_finite_loss(ssr_video):

@@ -99,10 +99,8 @@ class SuperResolutionModule(DiffusionModule):
         if not 0 < int(low_res_size) <= self.sample_size:
             raise ConfigError(f"low_res_size must lie in [1, {self.sample_size}] (the SSR's output size), "
                               f"got {low_res_size}")
-        trained_for = read_ssr_meta(unet_path).get("low_res_size") if unet_path is not None else None
-        if trained_for is not None and int(trained_for) != int(low_res_size):
-            raise ConfigError(f"the SSR U-Net in {unet_path} was trained to upsample {trained_for} px frames, "
-                              f"but low_res_size={low_res_size} (check data.resolution)")
+        if unet_path is not None:
+            self._check_export_matches(unet_path, int(low_res_size))
         self.low_res_size = int(low_res_size)
         if not 0 <= train_noise_level_max < self.objective.num_train_timesteps:
             raise ConfigError(f"train_noise_level_max must lie in [0, {self.objective.num_train_timesteps})")
@@ -113,6 +111,18 @@ class SuperResolutionModule(DiffusionModule):
         self.window_weighting = window_weighting
         self.window_batch_size = window_batch_size
         self._val_low_res: tuple[Tensor, list[str]] | None = None
+
+    def _check_export_matches(self, unet_path: str, low_res_size: int) -> None:
+        """The frozen 2D SSR only makes sense with the sizes and parameterisation it was trained with."""
+        meta = read_ssr_meta(unet_path)
+        trained_for = meta.get("low_res_size")
+        if trained_for is not None and int(trained_for) != low_res_size:
+            raise ConfigError(f"the SSR U-Net in {unet_path} was trained to upsample {trained_for} px frames, "
+                              f"but low_res_size={low_res_size} (check data.resolution)")
+        for key in ("prediction_type", "beta_schedule"):
+            if key in meta and meta[key] != getattr(self.objective, key):
+                raise ConfigError(f"the SSR U-Net in {unet_path} was trained with {key}={meta[key]!r}, but this "
+                                  f"stage's objective has {key}={getattr(self.objective, key)!r}")
 
     # ------------------------------------------------------------------ structure
     @property
@@ -255,4 +265,6 @@ class SuperResolutionModule(DiffusionModule):
         with self.ema_scope():
             self.network.save_pretrained(folder, safe_serialization=True)
         with open(os.path.join(folder, SSR_META_FILE), "w") as handle:
-            json.dump({"low_res_size": self.low_res_size, "sample_size": self.sample_size}, handle)
+            json.dump({"low_res_size": self.low_res_size, "sample_size": self.sample_size,
+                       "prediction_type": self.objective.prediction_type,
+                       "beta_schedule": self.objective.beta_schedule}, handle)
