@@ -33,8 +33,10 @@ class PooledColour(nn.Module):
     """Stand-in for the I3D: per-channel mean and spread of the (preprocessed) clip."""
 
     feature_dim = 6
+    clips_seen = 0  # counted over every instance
 
     def forward(self, videos):
+        PooledColour.clips_seen += videos.shape[0]
         return torch.cat([videos.mean(dim=(2, 3, 4)), videos.std(dim=(2, 3, 4))], dim=1)
 
 
@@ -138,7 +140,8 @@ def test_reference_rows_rank_as_the_vigilance_tests_expect(synthetic_run):
     assert rows["real"]["acc_color"] > rows["noise"]["acc_color"]
 
 
-def test_saved_model_clips_are_scored_again_from_videos_dir(synthetic_run, workspace):
+def test_saved_model_clips_are_scored_again_from_videos_dir_with_cached_reference_rows(synthetic_run, workspace,
+                                                                                       monkeypatch):
     from lumiere.evaluation import SyntheticSettings, evaluate_synthetic
     from lumiere.evaluation.synthetic import settings_from_dict
     from lumiere.evaluation.task import OmegaConf
@@ -146,18 +149,25 @@ def test_saved_model_clips_are_scored_again_from_videos_dir(synthetic_run, works
     run_dir, _ = synthetic_run
     classifier = next((workspace / "artifacts" / "domain_classifier").glob("*.safetensors"))
     trained_at = classifier.stat().st_mtime_ns
-    cfg = compose_config("evaluate", evaluation_overrides(workspace, "rescore", "evaluation.i3d.enabled=false"),
-                         workspace / "rescore")
+    cfg = compose_config("evaluate", evaluation_overrides(workspace, "rescore", "evaluation.i3d.num_videos=4",
+                                                          "evaluation.i3d.num_reference_videos=5"), workspace / "rescore")
     settings = settings_from_dict(OmegaConf.to_container(cfg.evaluation, resolve=True))
     assert isinstance(settings, SyntheticSettings)
+    use_stand_in_i3d(monkeypatch)
+    PooledColour.clips_seen = 0
     table = evaluate_synthetic(settings, workspace / "rescore", videos_dir=str(run_dir / "videos" / "model"),
                                progress=False)
     again = {row["row"]: row for row in table.rows}
     first = read_rows(run_dir)
     # The saved clips are lossless: the model row's numbers come back exactly.
-    for key in ("num_videos", "domain_fvd", "domain_is", "adherence", "acc_color", "motion"):
+    for key in ("num_videos", "i3d_fvd", "domain_fvd", "domain_is", "adherence", "acc_color", "motion"):
         assert again["model"][key] == pytest.approx(first["model"][key], rel=1e-9, abs=1e-12), key
-    assert again["real"]["domain_fvd"] == pytest.approx(first["real"]["domain_fvd"], rel=1e-9)
+    for key in ("real", "static", "noise"):
+        assert again[key]["i3d_fvd"] == pytest.approx(first[key]["i3d_fvd"], rel=1e-9)
+    # Only the model's clips went through the (stand-in) I3D: the reference and the real,
+    # static and noise rows came from the cache.
+    assert PooledColour.clips_seen == 4
+    assert table.metadata["reference"]["i3d_statistics_computed_now"] is False
     assert classifier.stat().st_mtime_ns == trained_at, "the cached domain classifier was trained again"
 
 
@@ -181,7 +191,8 @@ def test_domain_classifier_command_trains_once_then_reuses_the_cache(workspace, 
 
 
 def test_real_i3d_ranks_real_held_out_clips_below_noise(workspace, tmp_path):
-    """The real Kinetics-400 I3D through the evaluation's FVD path, on one clip per side."""
+    """The real Kinetics-400 I3D through the evaluation's FVD path (published preprocessing, cached
+    reference statistics), on one clip per side: three I3D forwards at 224x224."""
     from lumiere.evaluation import features
     from lumiere.evaluation.clips import load_clips
     from lumiere.evaluation.synthetic import I3DSettings, Row, i3d_scores, noise_clips
@@ -193,15 +204,15 @@ def test_real_i3d_ranks_real_held_out_clips_below_noise(workspace, tmp_path):
         pytest.skip(f"I3D weights unavailable: {error}")
     i3d = features.load_i3d(weights)
     data = workspace / "data" / "tiny"
-    reference = load_clips(data, ["train"], 16, 16, 16, max_clips=2, progress=False)
+    reference = load_clips(data, ["train"], 16, 16, 16, max_clips=1, progress=False)
     test = load_clips(data, ["test"], 16, 16, 16, max_clips=1, progress=False)
     settings = I3DSettings(num_videos=1, ddof=0, batch_size=2)  # ddof 0: a one-clip "covariance" is zero
-    path = features.reference_cache_path(tmp_path, "tiny", fvd_variant(ddof=0), "train2")
+    path = features.reference_cache_path(tmp_path, "tiny", fvd_variant(ddof=0), "train1")
     throughput = features.Throughput()
-    features.ensure_reference_statistics(path, i3d, 0, (v for v, _ in reference.batches(2)), total=2,
-                                         progress=False, throughput=throughput)
-    assert throughput.videos == 2
-    _, computed = features.ensure_reference_statistics(path, i3d, 0, iter(()), total=0, progress=False)
+    features.ensure_clip_statistics(path, i3d, 0, (v for v, _ in reference.batches(1)), total=1,
+                                    progress=False, throughput=throughput)
+    assert throughput.videos == 1
+    _, computed = features.ensure_clip_statistics(path, i3d, 0, iter(()), total=0, progress=False)
     assert not computed  # cached
     real = i3d_scores(Row("real", "real", test, None), i3d, path, settings, False, throughput)
     noise = i3d_scores(Row("noise", "noise", noise_clips(test, 0), None), i3d, path, settings, False, throughput)

@@ -42,6 +42,18 @@ def test_markdown_csv_and_json_hold_the_values_counts_variants_and_notes(tmp_pat
     assert data["seconds"] == 1.5 and data["notes"] == ["variant: ddof1", "sanity: holds"]
 
 
+def test_sanity_holds_reads_floor_model_ceiling_from_the_rows():
+    from lumiere.evaluation import sanity_holds
+
+    def table(model_fvd):
+        rows = [{"row": "real", "fvd": 1.0}, {"row": "model", "fvd": model_fvd}, {"row": "noise", "fvd": 9.0}]
+        return ResultTable("t", [Column("fvd", "FVD")], rows)
+
+    assert sanity_holds(table(4.0), "fvd") is True
+    assert sanity_holds(table(10.0), "fvd") is False
+    assert sanity_holds(table(None), "fvd") is None
+
+
 def test_ordering_check_says_holds_fails_or_not_checked():
     assert ordering_check("FVD", [("real", 1.0), ("model", 2.0), ("noise", 3.0)]).endswith(": holds")
     assert ordering_check("FVD", [("real", 1.0), ("model", 5.0), ("noise", 3.0)]).endswith(": FAILS")

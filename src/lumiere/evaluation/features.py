@@ -1,9 +1,11 @@
 """The I3D FVD pieces both evaluation modes share (paper App. D.2): the network, the metric with
 its variant name, streaming a clip set through it, and cached reference statistics.
 
-Reference statistics of real clips are the expensive part on a CPU (the I3D runs at 224x224),
-so they are computed once and saved as npz (``FrechetVideoDistance.save_real_statistics``),
-under a name that encodes the data, the clip shape and the FVD variant.
+I3D features are the expensive part on a CPU (the network runs at 224x224), so the Gaussians
+of clip sets that do not depend on the evaluated model (the real reference, and the real,
+static and noise rows) are computed once and saved as npz
+(``FrechetVideoDistance.save_real_statistics``) under a name that encodes the data, the clip
+shape and the FVD variant; evaluating another checkpoint then costs only the model's clips.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lumiere.errors import ConfigError
-from lumiere.metrics import FrechetVideoDistance, fvd_variant
+from lumiere.errors import ConfigError, InputFileError
+from lumiere.metrics import FrechetVideoDistance, frechet_distance, fvd_variant
 
 log = logging.getLogger("lumiere")
 
@@ -92,7 +95,7 @@ def reference_cache_path(cache_dir: str | os.PathLike, name: str, variant: str, 
     return Path(cache_dir) / f"{name}_{digest}.npz"
 
 
-def ensure_reference_statistics(
+def ensure_clip_statistics(
     path: Path,
     i3d: nn.Module,
     ddof: int,
@@ -100,17 +103,31 @@ def ensure_reference_statistics(
     total: int | None,
     progress: bool = True,
     throughput: Throughput | None = None,
-    desc: str = "I3D reference statistics",
+    desc: str = "I3D statistics",
 ) -> tuple[Path, bool]:
-    """Compute and save the real-side statistics at ``path`` unless they are there already.
+    """Compute and save the I3D Gaussian (mu, sigma, n, variant) of a clip set at ``path``
+    unless it is there already: the real reference, or a row that does not depend on the model.
 
-    Returns (path, whether they were computed now). ``batches`` is only iterated when needed.
+    Returns (path, whether it was computed now). ``batches`` is only iterated when needed.
     """
     if path.is_file():
-        log.info("FVD reference statistics: using the cached %s", path)
+        log.info("I3D statistics: using the cached %s", path)
         return path, False
     metric = i3d_fvd_metric(i3d, ddof)
     stream_into_fvd(metric, batches, real=True, total=total, desc=desc, progress=progress, throughput=throughput)
     metric.save_real_statistics(path)
-    log.info("FVD reference statistics: saved %s", path)
+    log.info("I3D statistics: saved %s", path)
     return path, True
+
+
+def fvd_between_statistics(reference: Path, statistics: Path) -> dict:
+    """FVD between two saved Gaussians of the same variant, as ``FrechetVideoDistance.result()``."""
+    loaded = []
+    for path in (reference, statistics):
+        with np.load(path, allow_pickle=False) as data:
+            loaded.append((data["mu"], data["sigma"], int(data["n"]), str(data["variant"]), int(data["ddof"])))
+    (mu_real, sigma_real, n_real, variant, ddof), (mu_row, sigma_row, n_row, row_variant, _) = loaded
+    if variant != row_variant:
+        raise InputFileError(f"{statistics} was computed with variant '{row_variant}', the reference {reference} with '{variant}'")
+    return {"fvd": frechet_distance(mu_real, sigma_real, mu_row, sigma_row), "variant": variant, "num_real": n_real,
+            "num_fake": n_row, "ddof": ddof}

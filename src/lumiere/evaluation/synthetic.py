@@ -200,14 +200,24 @@ def i3d_scores(
     settings: I3DSettings,
     progress: bool,
     throughput: features.Throughput,
+    cache_path: Path | None = None,
 ) -> dict[str, Any]:
-    """I3D FVD of the row's first ``settings.num_videos`` clips against the cached reference."""
+    """I3D FVD of the row's first ``settings.num_videos`` clips against the cached reference.
+
+    With ``cache_path`` (rows that do not depend on the model) the row's Gaussian is cached there.
+    """
     clips = row.clips.take(settings.num_videos)
-    metric = features.i3d_fvd_metric(i3d, settings.ddof, real_statistics=reference_statistics)
-    features.stream_into_fvd(metric, (videos for videos, _ in clips.batches(settings.batch_size)), real=False,
-                             total=len(clips), desc=f"I3D features: {row.key}", progress=progress,
-                             throughput=throughput)
-    result = metric.result()
+    batches = (videos for videos, _ in clips.batches(settings.batch_size))
+    if cache_path is not None:
+        statistics, _ = features.ensure_clip_statistics(cache_path, i3d, settings.ddof, batches, total=len(clips),
+                                                        progress=progress, throughput=throughput,
+                                                        desc=f"I3D features: {row.key}")
+        result = features.fvd_between_statistics(reference_statistics, statistics)
+    else:
+        metric = features.i3d_fvd_metric(i3d, settings.ddof, real_statistics=reference_statistics)
+        features.stream_into_fvd(metric, batches, real=False, total=len(clips), desc=f"I3D features: {row.key}",
+                                 progress=progress, throughput=throughput)
+        result = metric.result()
     return {"i3d_fvd": result["fvd"], "i3d_fvd_variant": result["variant"], "num_i3d_videos": result["num_fake"],
             "num_i3d_reference": result["num_real"]}
 
@@ -265,17 +275,14 @@ def _model_source(settings: SyntheticSettings, ckpt_path: str | None, videos_dir
     return generator, generated, num_frames, resolution
 
 
-def _i3d_reference(settings: SyntheticSettings, i3d: nn.Module, reference: ClipSet, clips: ClipSettings,
-                   progress: bool, throughput: features.Throughput) -> tuple[Path, bool]:
-    """The cached I3D statistics of the first ``i3d.num_reference_videos`` reference clips."""
-    i3d_clips = reference.take(settings.i3d.num_reference_videos)
+def _i3d_cache_path(settings: SyntheticSettings, i3d: nn.Module, clips: ClipSettings, what: str, splits: Sequence[str],
+                    count: int) -> Path:
+    """Cache file of the I3D Gaussian of ``count`` clips of ``what`` (reference, real, static, noise)."""
     variant = features.i3d_fvd_metric(i3d, settings.i3d.ddof).variant
-    identity = f"{data_fingerprint(settings.data_dir, settings.reference_splits)}|{len(i3d_clips)}"
-    name = f"{cache_name(settings.data_dir, clips)}_{'+'.join(settings.reference_splits)}_n{len(i3d_clips)}"
-    return features.ensure_reference_statistics(
-        features.reference_cache_path(settings.fvd_cache_dir, name, variant, identity), i3d, settings.i3d.ddof,
-        (v for v, _ in i3d_clips.batches(settings.i3d.batch_size)), total=len(i3d_clips), progress=progress,
-        throughput=throughput)
+    seed = f"|seed{settings.seed}" if what == "noise" else ""
+    identity = f"{data_fingerprint(settings.data_dir, splits)}|{what}|{count}{seed}"
+    name = f"{cache_name(settings.data_dir, clips)}_{what}_{'+'.join(splits)}_n{count}"
+    return features.reference_cache_path(settings.fvd_cache_dir, name, variant, identity)
 
 
 def evaluate_synthetic(
@@ -354,8 +361,11 @@ def evaluate_synthetic(
     if settings.i3d.enabled:
         with timer("I3D reference"):
             i3d = features.load_i3d(settings.i3d.weights, device=device)
-            i3d_reference, i3d_reference_computed = _i3d_reference(settings, i3d, reference, clip_settings, progress,
-                                                                   i3d_throughput)
+            i3d_clips = reference.take(settings.i3d.num_reference_videos)
+            i3d_reference, i3d_reference_computed = features.ensure_clip_statistics(
+                _i3d_cache_path(settings, i3d, clip_settings, "reference", settings.reference_splits, len(i3d_clips)),
+                i3d, settings.i3d.ddof, (v for v, _ in i3d_clips.batches(settings.i3d.batch_size)),
+                total=len(i3d_clips), progress=progress, throughput=i3d_throughput, desc="I3D features: reference")
 
     table_rows = []
     for row in rows:
@@ -364,8 +374,10 @@ def evaluate_synthetic(
             entry.update(domain_scores(row, classifier, domain_reference, settings.domain, settings.batch_size,
                                        progress, domain_throughput))
         if i3d is not None:
+            count = len(row.clips.take(settings.i3d.num_videos))
+            cache = None if row.key == "model" else _i3d_cache_path(settings, i3d, clip_settings, row.key, ["test"], count)
             with timer("I3D scores"):
-                entry.update(i3d_scores(row, i3d, i3d_reference, settings.i3d, progress, i3d_throughput))
+                entry.update(i3d_scores(row, i3d, i3d_reference, settings.i3d, progress, i3d_throughput, cache))
         table_rows.append(entry)
         log.info("%s: %s", row.key, {k: v for k, v in entry.items() if isinstance(v, float)})
 
@@ -486,6 +498,3 @@ def _build(cls, values: dict, where: str):
         raise ConfigError(f"unknown setting(s) {where}.{sorted(unknown)[0]} (known: {sorted(cls.__dataclass_fields__)})")
     return cls(**values)
 
-
-def row_keys(table: ResultTable) -> Sequence[str]:
-    return [row["row"] for row in table.rows]
