@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 
 import nbformat
 import pytest
+import torch
 from nbclient import NotebookClient
 
 from apps_fixtures import FRAMES, shared_tiny_chain
@@ -24,7 +24,7 @@ def test_the_applications_notebook_runs_and_shows_every_application(tmp_path, ch
     settings = {"LUMIERE_CONDITIONAL_CKPT": chain.conditional_ckpt, "LUMIERE_BASE_CKPT": chain.base_ckpt,
                 "LUMIERE_STYLE_DIR": chain.style_dir, "LUMIERE_APPS_OUT": str(tmp_path / "gifs"),
                 "LUMIERE_APPS_STEPS": "2", "LUMIERE_APPS_FRAMES": str(FRAMES), "PROJECT_ROOT": str(REPO_ROOT),
-                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+                "LUMIERE_APPS_THREADS": str(torch.get_num_threads())}
     for key, value in settings.items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -1,7 +1,8 @@
 """The application stages through the real train configs: conditional fine-tune and style fine-tune.
 
-`python train.py experiment=tiny_conditional` / `experiment=tiny_style_t2i` run in-process on the
-tiny synthetic shards, starting from the shared tiny chain's base checkpoint and T2I export.
+`python train.py experiment=tiny_conditional` runs in-process on the tiny synthetic shards from
+the shared tiny chain's base checkpoint; `experiment=tiny_style_t2i` is composed and instantiated
+(the chain already trained that module).
 """
 
 from __future__ import annotations
@@ -53,25 +54,34 @@ def test_conditional_experiment_trains_checkpoints_and_samples_image_to_video(wo
     assert unet_keys == ["network.unet.conv_in.conditioning.weight"], unet_keys
 
 
-def test_style_experiment_exports_a_style_t2i_that_interpolates_into_the_base(workspace, chain):
-    from lumiere.apps import interpolate_spatial_weights, load_style_unet_state_dict
-    from lumiere.tasks import train
+def test_style_experiment_config_builds_the_style_fine_tune_of_the_t2i_export(workspace, chain):
+    """`experiment=tiny_style_t2i` instantiates the style module from an export; its training (in the chain) works."""
+    from hydra.utils import instantiate
+    from safetensors.torch import load_file
+
+    from lumiere.apps import StyleTransform, interpolate_spatial_weights, load_style_unet_state_dict
+    from lumiere.apps.style_finetune import StyleFineTuneModule
     from lumiere.training import load_module_from_checkpoint
 
-    export = workspace / "artifacts" / "style_t2i"
     cfg = compose_config("train", ["experiment=tiny_style_t2i", f"model.unet_path={chain.t2i_dir}/unet",
-                                   f"model.text_encoder_path={chain.t2i_dir}/text_encoder", f"export_dir={export}",
+                                   f"model.text_encoder_path={chain.t2i_dir}/text_encoder",
                                    *overrides(workspace, "style")], workspace / "style")
-    train(cfg)
-    style = load_style_unet_state_dict(str(export))
+    module = instantiate(cfg.model, _convert_="partial")
+    assert isinstance(module, StyleFineTuneModule) and isinstance(module.style, StyleTransform)
+    assert cfg.export_dir.endswith("style_t2i")
+    assert not any(p.requires_grad for p in module.text_encoder.parameters())
+    batch = {"video": torch.rand(2, 3, 1, 16, 16) * 2 - 1, "caption": ["a", "b"]}
+    styled, _ = module.prepare_batch(batch, [torch.Generator()] * 2)
+    assert torch.equal(styled, module.style(batch["video"]))
+
+    # The chain fine-tuned the same module for a few steps: its export differs from the T2I in the
+    # U-Net only (the text encoder stays frozen), and interpolates into the base STUNet.
+    style = load_style_unet_state_dict(chain.style_dir)
     base = load_module_from_checkpoint(chain.base_ckpt)
     original = base.network.unet.state_dict()
     assert any(not torch.equal(style[name], original[name]) for name in original), "the style fine-tune changed nothing"
-    styled = interpolate_spatial_weights(base.network, style, 1.0).unet.state_dict()
-    assert all(torch.equal(styled[name], style[name]) for name in original)
-    # The text encoder stayed frozen: the export's encoder is the T2I stage's.
-    from safetensors.torch import load_file
-
-    exported = load_file(os.path.join(export, "text_encoder", "model.safetensors"))
+    styled_unet = interpolate_spatial_weights(base.network, style, 1.0).unet.state_dict()
+    assert all(torch.equal(styled_unet[name], style[name]) for name in original)
+    exported = load_file(os.path.join(chain.style_dir, "text_encoder", "model.safetensors"))
     source = load_file(os.path.join(chain.t2i_dir, "text_encoder", "model.safetensors"))
     assert all(torch.equal(exported[name], source[name]) for name in source)
