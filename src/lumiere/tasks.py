@@ -82,21 +82,50 @@ def resolve_resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
 
 
 def stable_wandb_id(cfg: DictConfig, output_dir: str) -> None:
-    """Give the W&B logger an id stored in the run folder, so a resumed run appends to it."""
+    """Give the W&B logger an id stored in the run folder, so a resumed run appends to it.
+
+    Every SLURM task of a multi-GPU job runs this at once: the first to create the id file wins
+    (an exclusive hard link is atomic) and the others read its id."""
     wandb_cfg = cfg.get("logger", {}).get("wandb") if cfg.get("logger") else None
     if wandb_cfg is None or wandb_cfg.get("id"):
         return
     id_file = os.path.join(output_dir, "wandb_id.txt")
-    if os.path.isfile(id_file):
-        run_id = open(id_file).read().strip()
-    else:
-        run_id = uuid.uuid4().hex[:12]
+    if not os.path.isfile(id_file):
         os.makedirs(output_dir, exist_ok=True)
-        with open(id_file, "w") as handle:
-            handle.write(run_id)
+        candidate = f"{id_file}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        with open(candidate, "w") as handle:
+            handle.write(uuid.uuid4().hex[:12])
+        try:
+            os.link(candidate, id_file)
+        except FileExistsError:
+            pass  # another task of this job created it first
+        finally:
+            os.remove(candidate)
+    run_id = open(id_file).read().strip()
     with open_dict(cfg):
         cfg.logger.wandb.id = run_id
         cfg.logger.wandb.resume = "allow"
+
+
+def check_wandb_config(cfg: DictConfig) -> None:
+    """Fail before training on W&B settings that cannot work (offline uploads, online without a key)."""
+    wandb_cfg = cfg.get("logger", {}).get("wandb") if cfg.get("logger") else None
+    if wandb_cfg is None:
+        return
+    offline = bool(wandb_cfg.get("offline", False))
+    if offline and wandb_cfg.get("log_model"):
+        raise ConfigError("logger.wandb.log_model needs an online run (checkpoints are uploaded as artifacts): "
+                          "set logger.wandb.offline=false with WANDB_API_KEY, or log_model=false")
+    if not offline and os.environ.get("WANDB_MODE", "").lower() not in ("offline", "dryrun", "disabled"):
+        import netrc
+
+        try:
+            logged_in = (netrc.netrc().authenticators("api.wandb.ai") is not None)
+        except (OSError, netrc.NetrcParseError):
+            logged_in = False
+        if not os.environ.get("WANDB_API_KEY") and not logged_in:
+            raise ConfigError("logger.wandb.offline=false needs WANDB_API_KEY (or `wandb login`); "
+                              "leave offline=true to log locally and `wandb sync` later")
 
 
 def open_dict(cfg: DictConfig):
@@ -105,24 +134,68 @@ def open_dict(cfg: DictConfig):
     return _open_dict(cfg)
 
 
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def preemption_callback(callbacks: list[Any], output_dir: str) -> Any:
+    """The run's PreemptionCheckpoint: the configured one, or one saving next to ModelCheckpoint's files."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lumiere.training.preemption import PreemptionCheckpoint
+
+    for callback in callbacks:
+        if isinstance(callback, PreemptionCheckpoint):
+            return callback
+    dirpath = next((c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath),
+                   os.path.join(output_dir, "checkpoints"))
+    callback = PreemptionCheckpoint(dirpath=dirpath)
+    callbacks.append(callback)
+    return callback
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the configured stage; export its components if `export_dir` is set."""
+    """Fit the configured stage; export its components if `export_dir` is set.
+
+    Cluster wiring (docs/cluster.md): the trainer is built first so that `global_batch_size`
+    can set the per-device batch from its device count; a PreemptionCheckpoint saves `last.ckpt`
+    on SIGUSR1/SIGTERM; on SLURM, Lightning's own requeue handler is off."""
     import lightning.pytorch as pl
     from hydra.utils import instantiate
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from lumiere.training import distributed
+    from lumiere.training.preemption import PreemptionExit
     from lumiere.utils import set_cpu_threads
 
     set_cpu_threads(cfg.get("cpu_threads"))
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
+    check_wandb_config(cfg)
     stable_wandb_id(cfg, output_dir)
+
+    callbacks = instantiate_collection(cfg.get("callbacks"))
+    preemption = preemption_callback(callbacks, output_dir)
+    loggers = instantiate_collection(cfg.get("logger"))
+    extra = {} if "plugins" in cfg.trainer else {"plugins": distributed.slurm_plugins()}
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    distributed.check_launch(trainer.strategy, multirun=is_multirun())
+    if cfg.get("global_batch_size"):
+        per_device = distributed.per_device_batch_size(
+            cfg.global_batch_size, devices=trainer.num_devices, num_nodes=trainer.num_nodes,
+            accumulate_grad_batches=trainer.accumulate_grad_batches)
+        log.info("global batch %d = %d per device x %d devices x %d nodes x %d accumulated", cfg.global_batch_size,
+                 per_device, trainer.num_devices, trainer.num_nodes, trainer.accumulate_grad_batches)
+        with open_dict(cfg):
+            cfg.data.batch_size = per_device
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _convert_="partial")
     model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
-    callbacks = instantiate_collection(cfg.get("callbacks"))
-    loggers = instantiate_collection(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    distributed.check_model_for_strategy(trainer.strategy, model)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -130,7 +203,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if resume_from:
         log.info("resuming from %s", resume_from)
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+        except SIGTERMException as stop:  # Lightning stopped for SIGTERM outside our step check
+            if preemption.saved_checkpoint is None:
+                raise
+            raise PreemptionExit(preemption.exit_signal(), preemption.saved_checkpoint) from stop
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()
                if torch.is_tensor(value) and value.numel() == 1}
     if cfg.get("export_dir") and trainer.is_global_zero:
