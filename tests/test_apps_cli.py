@@ -112,6 +112,14 @@ def test_missing_file(tmp_path, capsys, chain, files):
                           f"image={files / 'nope.png'}"], tmp_path, "not found")
 
 
+def test_missing_mode_or_checkpoint_argument(tmp_path, capsys, chain, files):
+    expect_error(capsys, [f"ckpt_path={chain.conditional_ckpt}", "prompt=a cat"], tmp_path, "give mode=<one of image_to_video")
+    expect_error(capsys, ["mode=animate", f"ckpt_path={chain.conditional_ckpt}", "prompt=a cat"], tmp_path,
+                 "unknown mode 'animate'")
+    expect_error(capsys, ["mode=image_to_video", "prompt=a cat", f"image={files / 'image.png'}"], tmp_path,
+                 "mode=image_to_video needs ckpt_path=...")
+
+
 def test_missing_checkpoint(tmp_path, capsys, files):
     expect_error(capsys, ["mode=image_to_video", f"ckpt_path={files / 'nope.ckpt'}", "prompt=a cat",
                           f"image={files / 'image.png'}"], tmp_path, "checkpoint not found")

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lumiere.apps import applications
 from lumiere.apps.conditioning import (
@@ -57,7 +57,7 @@ class AppInputs:
 
 
 def _required(cfg: DictConfig, key: str, mode: str):
-    value = cfg.get(key)
+    value = None if OmegaConf.is_missing(cfg, key) else cfg.get(key)
     if value in (None, ""):
         raise ConfigError(f"mode={mode} needs {key}=...")
     return value
@@ -67,7 +67,9 @@ def read_inputs(cfg: DictConfig) -> AppInputs:
     """Read and check the files and numbers of `cfg.mode`; raise a LumiereError on the first problem."""
     from lumiere.tasks import read_prompts
 
-    mode = cfg.mode
+    mode = None if OmegaConf.is_missing(cfg, "mode") else cfg.mode
+    if mode is None:
+        raise ConfigError(f"give mode=<one of {', '.join(MODES)}>")
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     prompts = ([cfg.prompt] if cfg.get("prompt") else []) + list(cfg.get("prompts") or [])
