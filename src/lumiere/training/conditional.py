@@ -26,6 +26,11 @@ What trains (`conv_in_training`):
   T2I fine-tuned from the same weights.
 - `"all"`: the whole expanded conv_in trains too (`lumiere.models.expand_input_channels`'s own
   behaviour); a little more capacity, at the cost of both properties above.
+
+Checkpoints hold the config (with `base_ckpt_path`) and the trainable weights; rebuilding one
+(`load_module_from_checkpoint`) reads the base checkpoint for the STUNet's architecture and the
+paths of the frozen T2I U-Net and text encoder, then overwrites the temporal and new conv_in
+weights with the fine-tuned ones. Keep the base checkpoint where the conditional run found it.
 """
 
 from __future__ import annotations
