@@ -106,9 +106,9 @@ def test_a_multirun_job_cannot_let_lightning_rerun_the_command_line_for_ddp():
 
 def test_on_slurm_lightning_keeps_the_cluster_environment_but_not_its_requeue_handler(monkeypatch):
     assert distributed.slurm_plugins() == []
-    for name, value in {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_JOB_NAME": "stunet", "SLURM_JOB_ID": "77",
-                        "SLURM_NODELIST": "gpu[01-02]", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-                        "SLURM_NODEID": "0"}.items():
+    srun_task = {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_JOB_NAME": "stunet", "SLURM_JOB_ID": "77",
+                 "SLURM_NODELIST": "gpu[01-02]", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+    for name, value in srun_task.items():
         monkeypatch.setenv(name, value)
     (environment,) = distributed.slurm_plugins()
     assert type(environment).__name__ == "SLURMEnvironment" and environment.auto_requeue is False

@@ -251,8 +251,9 @@ def ddp_overrides(root: Path, name: str) -> list[str]:
     # averaged gradient is the full batch's gradient. (Adam divides by sqrt(v) + 1e-8, so for the
     # weights behind the zero-initialised output projections, whose gradients start near 1e-8, it
     # turns last-bit differences of summation order into visible update differences.)
-    return ["+global_batch_size=4", "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.05", "data.shuffle_buffer=0", "data.temporal_crop=center", "data.epoch_length=null",
-            "trainer.max_steps=3", "callbacks.model_checkpoint.every_n_train_steps=3",
+    return ["++global_batch_size=4", "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.05",
+            "data.shuffle_buffer=0", "data.temporal_crop=center", "data.epoch_length=null", "trainer.max_steps=3",
+            "callbacks.model_checkpoint.every_n_train_steps=3",
             "+callbacks.recorder._target_=test_cluster_training.LossRecorder",
             f"+callbacks.recorder.directory={root / 'losses' / name}"]
 
