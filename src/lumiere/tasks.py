@@ -99,9 +99,14 @@ def stable_wandb_id(cfg: DictConfig, output_dir: str) -> None:
             os.link(candidate, id_file)
         except FileExistsError:
             pass  # another task of this job created it first
+        except OSError:  # a file system without hard links: last writer wins, still one id after
+            if not os.path.isfile(id_file):
+                os.replace(candidate, id_file)
         finally:
-            os.remove(candidate)
-    run_id = open(id_file).read().strip()
+            if os.path.exists(candidate):
+                os.remove(candidate)
+    with open(id_file) as handle:
+        run_id = handle.read().strip()
     with open_dict(cfg):
         cfg.logger.wandb.id = run_id
         cfg.logger.wandb.resume = "allow"
