@@ -208,9 +208,6 @@ def test_sigterm_saves_last_ckpt_at_the_step_boundary_and_resumes_exactly(termin
     assert files_after == ["last.ckpt"]
 
 
-@pytest.mark.xfail(strict=True, reason="DiffusionModule updates the EMA in its on_train_batch_end, which Lightning "
-                   "calls after the checkpoint callbacks: a checkpoint of step N holds the EMA of step N-1 and the "
-                   "resumed run never applies update N (fix: update the EMA in optimizer_step, base.py)")
 def test_resumed_runs_also_reproduce_the_ema(killed, terminated, reference):
     assert_same_weights(killed[2], reference, key="ema")
     assert_same_weights(terminated[4], reference, key="ema")

@@ -82,7 +82,6 @@ class DiffusionModule(pl.LightningModule):
         self.val_seed = val_seed
         self.noise_seed = noise_seed
         self.ema: ExponentialMovingAverage | None = None
-        self._ema_step = -1
         # Set by the train task: the resolved model config, stored in checkpoints to rebuild the stage.
         self.model_config: dict | None = None
         # Frozen weights are not in our checkpoints; Lightning must not demand them on load.
@@ -137,10 +136,12 @@ class DiffusionModule(pl.LightningModule):
         """Context in which the module runs with its EMA weights (a no-op without EMA)."""
         return self.ema.swapped_in() if self.ema is not None else nullcontext()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Update once per optimizer step (gradient accumulation runs several batches per step).
-        if self.ema is not None and self.global_step != self._ema_step:
-            self._ema_step = self.global_step
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # The EMA follows every optimizer step (not every batch: gradient accumulation), and is
+        # updated here rather than in on_train_batch_end, which runs after the checkpoint
+        # callbacks: a step-N checkpoint must hold the step-N EMA for a resume to be exact.
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
             self.ema.update()
 
     # ------------------------------------------------------------------ training
@@ -241,15 +242,14 @@ class DiffusionModule(pl.LightningModule):
         return videos, self.val_prompts
 
     # ------------------------------------------------------------------ checkpoints
-    def frozen_tensor_pointers(self) -> set[int]:
-        # By storage, not by name: tied weights (T5's shared embedding) appear under several names.
-        return {p.data_ptr() for p in self.parameters() if not p.requires_grad}
+    def frozen_parameter_names(self) -> set[str]:
+        # Every alias: tied weights (T5's shared embedding) appear in the state dict under several names.
+        return {n for n, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        frozen = self.frozen_tensor_pointers()
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                    if v.data_ptr() not in frozen}
-        checkpoint[CHECKPOINT_KEY] = {"model_config": self.model_config, "ema_step": self._ema_step}
+        frozen = self.frozen_parameter_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint[CHECKPOINT_KEY] = {"model_config": self.model_config}
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
 
@@ -264,7 +264,6 @@ class DiffusionModule(pl.LightningModule):
             self.ema = ExponentialMovingAverage(self.trainable_named_parameters(), self.ema_decay)
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
-        self._ema_step = checkpoint.get(CHECKPOINT_KEY, {}).get("ema_step", -1)
 
 
 def load_module_from_checkpoint(path: str, *, use_ema: bool = True,
