@@ -144,7 +144,7 @@ def test_saved_model_clips_are_scored_again_from_videos_dir_with_cached_referenc
                                                                                        monkeypatch):
     from lumiere.evaluation import SyntheticSettings, evaluate_synthetic
     from lumiere.evaluation.synthetic import settings_from_dict
-    from lumiere.evaluation.task import OmegaConf
+    from omegaconf import OmegaConf
 
     run_dir, _ = synthetic_run
     classifier = next((workspace / "artifacts" / "domain_classifier").glob("*.safetensors"))

@@ -7,28 +7,45 @@
 - ``ensure_domain_classifier``: the cached in-domain classifier
   (``python -m lumiere.evaluation.domain_classifier``).
 - ``ResultTable`` and ``write_table``: markdown + CSV + json tables.
+
+Attributes are imported on first use (PEP 562), so ``python -m lumiere.evaluation.domain_classifier``
+does not import its own module twice.
 """
 
-from lumiere.evaluation.domain_classifier import ClassifierSettings, ClipSettings, ensure_domain_classifier
-from lumiere.evaluation.report import Column, ResultTable, log_table, ordering_check, write_table
-from lumiere.evaluation.synthetic import SyntheticSettings, evaluate_synthetic, sanity_holds
-from lumiere.evaluation.task import evaluate
-from lumiere.evaluation.ucf101 import PAPER_TABLE1, UCF101Settings, evaluate_ucf101
+from __future__ import annotations
 
-__all__ = [
-    "ClassifierSettings",
-    "ClipSettings",
-    "Column",
-    "PAPER_TABLE1",
-    "ResultTable",
-    "SyntheticSettings",
-    "UCF101Settings",
-    "ensure_domain_classifier",
-    "evaluate",
-    "evaluate_synthetic",
-    "evaluate_ucf101",
-    "log_table",
-    "ordering_check",
-    "sanity_holds",
-    "write_table",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "evaluate": "lumiere.evaluation.task",
+    "SyntheticSettings": "lumiere.evaluation.synthetic",
+    "evaluate_synthetic": "lumiere.evaluation.synthetic",
+    "sanity_holds": "lumiere.evaluation.synthetic",
+    "UCF101Settings": "lumiere.evaluation.ucf101",
+    "evaluate_ucf101": "lumiere.evaluation.ucf101",
+    "PAPER_TABLE1": "lumiere.evaluation.ucf101",
+    "ClassifierSettings": "lumiere.evaluation.domain_classifier",
+    "ClipSettings": "lumiere.evaluation.domain_classifier",
+    "ensure_domain_classifier": "lumiere.evaluation.domain_classifier",
+    "Column": "lumiere.evaluation.report",
+    "ResultTable": "lumiere.evaluation.report",
+    "log_table": "lumiere.evaluation.report",
+    "ordering_check": "lumiere.evaluation.report",
+    "write_table": "lumiere.evaluation.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lumiere.evaluation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
