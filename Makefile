@@ -10,7 +10,7 @@ export OMP_NUM_THREADS ?= 2
 export WANDB_MODE ?= offline
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: help install test test-fast demo data weights bench clean lint
+.PHONY: help install test test-fast demo demo-apps data weights bench clean
 
 help:  ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ bench: install  ## Run the benchmark scripts (numbers go in the README)
 	$(PY) benchmarks/bench_dataloader.py
 	$(PY) benchmarks/bench_stunet.py
 	$(PY) benchmarks/bench_metrics.py
+
+demo-apps: install  ## After `make demo`: style T2I, conditional <J,C,M> model, then every Sec. 4 application
+	$(PY) train.py experiment=demo_style_t2i
+	$(PY) train.py experiment=demo_conditional
+	$(PY) -m lumiere.apps.gallery --conditional-ckpt outputs/demo_conditional/demo/checkpoints/last.ckpt \
+		--base-ckpt outputs/demo_stunet/demo/checkpoints/last.ckpt --style-dir outputs/artifacts/style_t2i --out outputs/demo/apps
 
 clean:  ## Remove outputs (keeps data/ and .venv)
 	rm -rf outputs multirun lightning_logs wandb .pytest_cache
