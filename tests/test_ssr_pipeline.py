@@ -81,6 +81,7 @@ def test_ssr_stage0_exports_a_2d_ssr_that_the_inflation_stage_loads(workspace, s
 
 def test_inflated_ssr_checkpoint_holds_only_temporal_weights_and_rebuilds(workspace, ssr_ckpt):
     from lumiere.training import load_module_from_checkpoint
+    from lumiere.viz import read_video
 
     checkpoint = torch.load(ssr_ckpt, map_location="cpu", weights_only=True)
     keys = list(checkpoint["state_dict"])
@@ -91,6 +92,8 @@ def test_inflated_ssr_checkpoint_holds_only_temporal_weights_and_rebuilds(worksp
     assert module.inflated and (module.low_res_size, module.sample_size) == (16, 32)
     samples = sorted((workspace / "ssr" / "samples").glob("step_*/*.mp4"))
     assert samples, "validation wrote no upsampled clips"
+    # bilinear | SSR | ground truth, side by side
+    assert tuple(read_video(samples[0]).shape) == (3, 8, 32, 3 * 32)
 
 
 def test_cascade_from_prompts_writes_high_resolution_videos(workspace, base_ckpt, ssr_ckpt):

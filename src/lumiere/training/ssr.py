@@ -110,7 +110,7 @@ class SuperResolutionModule(DiffusionModule):
         self.overlap = int(overlap)
         self.window_weighting = window_weighting
         self.window_batch_size = window_batch_size
-        self._val_low_res: tuple[Tensor, list[str]] | None = None
+        self._val_pairs: tuple[Tensor, Tensor, list[str]] | None = None  # low-res, high-res, captions
 
     def _check_export_matches(self, unet_path: str, low_res_size: int) -> None:
         """The frozen 2D SSR only makes sense with the sizes and parameterisation it was trained with."""
@@ -176,8 +176,8 @@ class SuperResolutionModule(DiffusionModule):
                               for g in generators]).to(low_res.device)
         shape = (low_res.shape[1], low_res.shape[2], self.sample_size, self.sample_size)
         noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
-        if self._val_low_res is None and not self.training:  # kept for the validation samples
-            self._val_low_res = (low_res[:4].detach(), list(batch["caption"][:4]))
+        if self._val_pairs is None and not self.training:  # kept for the validation samples
+            self._val_pairs = (low_res[:4].detach(), high_res[:4].detach(), list(batch["caption"][:4]))
         return high_res, {"low_res": self.augment_low_res(low_res, levels, noise=noise), "class_labels": levels}
 
     def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
@@ -245,16 +245,17 @@ class SuperResolutionModule(DiffusionModule):
 
     @torch.no_grad()
     def validation_samples(self) -> tuple[Tensor, list[str]] | None:
-        """Upsample the first validation batch's low-res clips with the EMA weights and a fixed seed."""
-        if self._val_low_res is None:
+        """The first validation clips side by side: bilinear upsampling | SSR (EMA weights) | ground truth."""
+        if self._val_pairs is None:
             return None
-        low_res, captions = self._val_low_res
+        low_res, high_res, captions = self._val_pairs
         with self.ema_scope():
             videos = self.upsample(low_res, captions, seed=self.val_seed, progress=False)
-        return videos, captions
+        bilinear = upsample_video(low_res.float(), self.sample_size).clamp(-1, 1)
+        return torch.cat([bilinear, videos, high_res.to(videos)], dim=-1), captions  # along the width
 
     def on_validation_epoch_start(self) -> None:
-        self._val_low_res = None
+        self._val_pairs = None
 
     # ------------------------------------------------------------------ export
     def export_pretrained(self, out_dir: str) -> None:
