@@ -3,6 +3,11 @@
 Modes: image_to_video, inpaint, outpaint, cinemagraph, sdedit, stylize; see conf/apps.yaml.
 """
 
+import os
+
+# Before torch loads OpenMP: spin-waiting threads on a shared CPU can slow a step 10x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import hydra
 from omegaconf import DictConfig
 

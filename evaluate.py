@@ -5,6 +5,11 @@ evaluation.ucf101_root=... evaluation.c3d_weights=... evaluation.c3d_mean=...` (
 `python evaluate.py --cfg job` prints the composed config.
 """
 
+import os
+
+# Before torch loads OpenMP: spin-waiting threads on a shared CPU can slow a step 10x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import hydra
 from omegaconf import DictConfig
 

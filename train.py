@@ -3,6 +3,11 @@
 `python train.py --cfg job` prints the composed config; `--help` lists the config groups.
 """
 
+import os
+
+# Before torch loads OpenMP: spin-waiting threads on a shared CPU can slow a step 10x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import hydra
 from omegaconf import DictConfig
 
