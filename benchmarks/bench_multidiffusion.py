@@ -10,10 +10,10 @@ segment boundary and the X-T slice shows horizontal cuts. MultiDiffusion (window
 Without `--ssr-ckpt` the script trains a small SSR first, on CPU, with the real stage modules:
 stage 0 (2D IF-II style SSR on still 8 -> 32 px pairs of a freshly generated synthetic
 benchmark: 4x, where the paper's SSR does 8x), then the inflated SSR (temporal blocks only,
-8-frame clips); the seams grow as the SSR learns temporally coherent detail (with 400 + 300
-training steps instead of 800 + 600 the non-overlapping ratio was 1.19 instead of 1.37). With `--ssr-ckpt` (e.g.
-the demo's `outputs/demo_ssr/demo/checkpoints/last.ckpt`) it upsamples test clips of `--data-dir`
-instead. Both sampling runs use the same seed, hence the same noise and noise-augmented low-res
+8-frame clips). The seams grow as the SSR learns temporally coherent detail: with 400 + 300
+training steps instead of 800 + 600 the non-overlapping ratio was 1.19 instead of 1.37.
+With `--ssr-ckpt` (e.g. the demo's `outputs/demo_ssr/demo/checkpoints/last.ckpt`) it upsamples
+test clips of `--data-dir` instead. Both sampling runs use the same seed, hence the same noise and noise-augmented low-res
 conditioning; only the windowing differs.
 
 Prints, for both variants, the boundary-to-median ratio: mean frame difference across the

@@ -41,8 +41,8 @@ def text_encoder_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ssr_2d(text_encoder_path):
     torch.manual_seed(0)
-    module = SuperResolutionModule(unet=build_unet("if_stage2_tiny", sample_size=HIGH), text_encoder_path=text_encoder_path,
-                                   low_res_size=LOW, **module_kwargs())
+    module = SuperResolutionModule(unet=build_unet("if_stage2_tiny", sample_size=HIGH),
+                                   text_encoder_path=text_encoder_path, low_res_size=LOW, **module_kwargs())
     return module.eval()
 
 
@@ -200,7 +200,8 @@ def test_low_res_input_of_the_wrong_size_is_a_config_error(ssr_video):
         ssr_video.upsample(low_res_clip(4), PROMPTS[:1], progress=False)
 
 
-def test_inflating_an_export_with_another_low_res_size_or_parameterisation_is_a_config_error(ssr_export, text_encoder_path):
+def test_inflating_an_export_with_another_low_res_size_or_parameterisation_is_a_config_error(ssr_export,
+                                                                                             text_encoder_path):
     assert (ssr_export / SSR_META_FILE).is_file()
     with pytest.raises(ConfigError, match="trained to upsample 8 px"):
         inflate(ssr_export, text_encoder_path, low_res_size=4)
