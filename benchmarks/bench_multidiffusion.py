@@ -13,8 +13,8 @@ benchmark: 4x, where the paper's SSR does 8x), then the inflated SSR (temporal b
 8-frame clips). The seams grow as the SSR learns temporally coherent detail: with 400 + 300
 training steps instead of 800 + 600 the non-overlapping ratio was 1.19 instead of 1.37.
 With `--ssr-ckpt` (e.g. the demo's `outputs/demo_ssr/demo/checkpoints/last.ckpt`) it upsamples
-test clips of `--data-dir` instead. Both sampling runs use the same seed, hence the same noise and noise-augmented low-res
-conditioning; only the windowing differs.
+test clips of `--data-dir` instead. Both sampling runs use the same seed, hence the same noise
+and noise-augmented low-res conditioning; only the windowing differs.
 
 Prints, for both variants, the boundary-to-median ratio: mean frame difference across the
 non-overlapping segment boundaries over the median frame difference (about 1: no seams), and
