@@ -145,7 +145,12 @@ def test_batching_windows_in_one_forward_gives_the_same_video(ssr_video):
     one_by_one = ssr_video.upsample(clip, PROMPTS, seed=2, num_inference_steps=1, progress=False)
     batched = ssr_video.upsample(clip, PROMPTS, seed=2, num_inference_steps=1, window_batch_size=3,
                                  progress=False)
-    torch.testing.assert_close(batched, one_by_one, atol=1e-4, rtol=0)
+    # Batch-size-dependent conv kernels differ by ~1e-6 per forward, and an untrained network can
+    # amplify that at a single pixel (seen: 3e-3 at 1 of 15,360 values, depending on the weights
+    # drawn). A misassigned window would differ by O(1) everywhere: bound the mean tightly.
+    difference = (batched - one_by_one).abs()
+    assert difference.max() < 1e-2
+    assert difference.mean() < 1e-5
 
 
 def test_non_overlapping_windows_are_denoised_independently_and_multidiffusion_couples_them(ssr_video):

@@ -96,7 +96,7 @@ class DiffusionModule(pl.LightningModule):
         return batch["video"], {}
 
     def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        raise NotImplementedError  # every stage defines how its network sees a noisy video
+        raise TypeError(f"{type(self).__name__} must define network_forward (how its network sees a noisy video)")
 
     def sample_shape(self, batch_size: int, num_frames: int) -> tuple[int, ...]:
         size = self.sample_size
@@ -104,7 +104,7 @@ class DiffusionModule(pl.LightningModule):
 
     @property
     def sample_size(self) -> int:
-        raise NotImplementedError  # every stage defines its output resolution
+        raise TypeError(f"{type(self).__name__} must define sample_size (its output resolution)")
 
     def check_num_frames(self, num_frames: int) -> None:
         """Raise ConfigError for a frame count the network cannot take (before any compute)."""
