@@ -55,6 +55,8 @@ bench: install  ## Run the benchmark scripts (numbers go in the README)
 	$(PY) benchmarks/bench_dataloader.py
 	$(PY) benchmarks/bench_stunet.py
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_multidiffusion.py
+	$(PY) benchmarks/bench_ssr_memory.py
 
 demo-apps: install  ## After `make demo`: style T2I, conditional <J,C,M> model, then every Sec. 4 application
 	$(PY) train.py experiment=demo_style_t2i
