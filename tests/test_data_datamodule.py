@@ -82,6 +82,19 @@ def test_image_mode_draws_single_frames_from_each_clip():
     assert len(set(keys)) == 36 and len({k.split("/")[0] for k in keys}) == 12
 
 
+
+def test_image_mode_training_batches_mix_frames_of_many_clips():
+    # One clip yields frames_per_clip frames in a row; without a frame-level shuffle a batch of 6
+    # held 2 clips. With it, the frames of a clip spread over the epoch's batches.
+    root = tiny_synthetic()
+    dm = VideoDataModule(root / "train", root / "val", image_mode=True, frames_per_clip=3, resolution=16,
+                         batch_size=6, num_workers=0, shuffle_buffer=36)
+    batches = _all_batches(dm.train_dataloader())
+    clips_per_batch = [len({key.split("/")[0] for key in b["key"]}) for b in batches]
+    assert sum(clips_per_batch) / len(clips_per_batch) > 4.0, clips_per_batch
+    keys = [k for b in batches for k in b["key"]]
+    assert len(set(keys)) == 36  # still every frame once per epoch
+
 def test_resize_and_centre_crop_to_a_rectangle():
     root = tiny_synthetic()
     dm = VideoDataModule(root / "train", root / "val", num_frames=2, resolution=(16, 8), batch_size=1, num_workers=0)
