@@ -111,6 +111,13 @@ def test_cascade_from_prompts_writes_high_resolution_videos(workspace, base_ckpt
     for path in high_videos:
         assert tuple(read_video(path).shape) == (3, 8, 32, 32)
     assert list((out_dir / "ssr" / "batch_00000").glob("*_xt.png"))
+    # the one-look GIF: each base clip (pixels enlarged x2) above its SSR output, clips side by side
+    from PIL import Image
+
+    with Image.open(out_dir / "ssr" / "batch_00000" / "cascade.gif") as gif:
+        assert gif.n_frames == 8
+        scale = gif.size[1] // (2 * 32)  # small clips are enlarged for viewing
+        assert gif.size == (2 * 32 * scale, 2 * 32 * scale)
 
 
 def test_cascade_rejects_a_base_model_whose_frames_are_not_the_ssr_input_size(workspace, base_ckpt, ssr_ckpt):

@@ -72,6 +72,7 @@ def test_stunet_stage_logs_losses_samples_and_a_trainable_only_checkpoint(worksp
     assert samples, "validation wrote no sample videos"
     assert list((run_dir / "samples").glob("step_*/*_xt.png")), "no X-T slice images"
     assert (run_dir / "samples" / "first_batch" / "sheet.png").is_file()
+    assert list((run_dir / "samples").glob("step_*/all.gif")), "no side-by-side GIF of the validation clips"
 
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     keys = list(checkpoint["state_dict"])

@@ -107,3 +107,14 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, mon
         write_mp4(tmp_path / "new.mp4", moving_video(frames=8))
     assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
     assert path.read_bytes() == original
+
+
+def test_written_files_get_the_default_mode_not_mkstemps_owner_only(tmp_path):
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = write_gif(tmp_path / "clip.gif", torch.zeros(3, 2, 8, 8))
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    finally:
+        os.umask(umask)

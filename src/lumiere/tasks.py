@@ -249,6 +249,7 @@ def generate(cfg: DictConfig) -> dict[str, float]:
     from lumiere.training.callbacks import write_video_set
     from lumiere.training.ssr import SuperResolutionModule
     from lumiere.utils import default_device, set_cpu_threads
+    from lumiere.viz import write_gif
 
     set_cpu_threads(cfg.get("cpu_threads"))
     prompts = read_prompts(cfg.get("prompts"), cfg.get("prompt_file"))
@@ -273,8 +274,12 @@ def generate(cfg: DictConfig) -> dict[str, float]:
         write_video_set(os.path.join(batch_dir, f"batch_{start:05d}"), videos.cpu(), batch_prompts, fps=cfg.fps)
         if ssr is not None:
             high = ssr.upsample(videos, batch_prompts, seed=cfg.seed + start, **(cfg.get("ssr") or {}))
-            write_video_set(os.path.join(cfg.out_dir, "ssr", f"batch_{start:05d}"), high.cpu(), batch_prompts,
-                            fps=cfg.fps)
+            ssr_dir = os.path.join(cfg.out_dir, "ssr", f"batch_{start:05d}")
+            write_video_set(ssr_dir, high.cpu(), batch_prompts, fps=cfg.fps)
+            # One look at the cascade: each base clip (pixels enlarged) above its SSR output.
+            factor = high.shape[-1] // videos.shape[-1]
+            enlarged = videos.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+            write_gif(os.path.join(ssr_dir, "cascade.gif"), torch.cat([enlarged, high], dim=-2).cpu(), fps=cfg.fps)
         written += len(batch_prompts)
     log.info("wrote %d clips under %s", written, cfg.out_dir)
     return {"num_videos": float(written)}

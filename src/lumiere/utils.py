@@ -1,4 +1,4 @@
-"""Small helpers shared across packages: seeding and device choice."""
+"""Small helpers shared across packages: seeding, device choice, CPU threads, file modes."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ def set_cpu_threads(num_threads: int | None) -> None:
     if num_threads:
         torch.set_num_threads(num_threads)
         os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
+
+
+def apply_default_file_mode(path: str | os.PathLike) -> None:
+    """Give a file the permissions a plain `open(path, "w")` would have (0666 minus the umask).
+
+    `tempfile.mkstemp` creates files readable by their owner only (0600); an atomic write that
+    renames such a file into place would otherwise leave videos and tables that the rest of a
+    shared group (or a web server showing samples) cannot read.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lumiere.errors import ConfigError, InputFileError
+from lumiere.utils import apply_default_file_mode
 
 ASSETS = Path(__file__).parent / "assets"
 UCF101_TOTAL_CLIPS = 13320
@@ -221,6 +222,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        apply_default_file_mode(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

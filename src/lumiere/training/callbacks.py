@@ -21,7 +21,8 @@ def slugify(text: str, max_length: int = 48) -> str:
 
 
 def write_video_set(out_dir: str, videos, captions, fps: int = 16) -> list[str]:
-    """Write each video as mp4 + gif + X-T slice and all of them as one sheet; return gif paths."""
+    """Write each video as mp4 + gif + X-T slice, and all of them as one sheet and one GIF; return
+    the per-clip gif paths."""
     os.makedirs(out_dir, exist_ok=True)
     gifs = []
     for index, (video, caption) in enumerate(zip(videos, captions)):
@@ -31,6 +32,7 @@ def write_video_set(out_dir: str, videos, captions, fps: int = 16) -> list[str]:
         save_xt_slice(stem + "_xt.png", video)
         gifs.append(stem + ".gif")
     save_sample_sheet(os.path.join(out_dir, "sheet.png"), videos, list(captions))
+    write_gif(os.path.join(out_dir, "all.gif"), videos, fps=fps)  # the clips side by side, in order
     with open(os.path.join(out_dir, "prompts.txt"), "w") as handle:
         handle.write("\n".join(captions) + "\n")
     return gifs

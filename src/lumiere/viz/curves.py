@@ -70,7 +70,7 @@ def plot_loss_curves(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
     if not paths:
         raise InputFileError("no metrics files to plot")
     series = [(run_label(path), *read_metric(path, key)) for path in paths]
-    columns = min(len(series), 3)
+    columns = math.ceil(math.sqrt(len(series)))  # 4 runs: 2 x 2
     rows = math.ceil(len(series) / columns)
     figure = Figure(figsize=(4.2 * columns, 3.2 * rows))
     FigureCanvasAgg(figure)

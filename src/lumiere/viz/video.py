@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from lumiere.errors import ConfigError, InputFileError
+from lumiere.utils import apply_default_file_mode
 
 MIN_VISIBLE_SIDE = 128  # small clips are upscaled (nearest) until their shorter side reaches this
 
@@ -82,6 +83,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     os.close(handle)
     try:
         yield temporary
+        apply_default_file_mode(temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
