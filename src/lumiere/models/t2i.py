@@ -47,6 +47,20 @@ _IF_STAGE1_THREE_LEVELS = dict(
     up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
 )
 
+# IF stage I itself: four levels (three spatial downsamplings), attention below the top level, and
+# IF's residual scalings and GELU time embedding.
+_IF_STAGE1_FOUR_LEVELS = dict(
+    down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D",
+                      "SimpleCrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+    up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D",
+                    "ResnetUpsampleBlock2D"),
+    resnet_skip_time_act=True,
+    resnet_out_scale_factor=1.414,
+    mid_block_scale_factor=1.414,
+    time_embedding_act_fn="gelu",
+)
+
 # Super-resolution: attention only at the coarsest level, where it is cheap.
 _IF_STAGE2_THREE_LEVELS = dict(
     down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
@@ -103,19 +117,7 @@ UNET_PRESETS: dict[str, dict] = {
     ),
     "if_stage1_paper": dict(
         **_IF_CONDITIONING,
-        down_block_types=(
-            "ResnetDownsampleBlock2D",
-            "SimpleCrossAttnDownBlock2D",
-            "SimpleCrossAttnDownBlock2D",
-            "SimpleCrossAttnDownBlock2D",
-        ),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
-        up_block_types=(
-            "SimpleCrossAttnUpBlock2D",
-            "SimpleCrossAttnUpBlock2D",
-            "SimpleCrossAttnUpBlock2D",
-            "ResnetUpsampleBlock2D",
-        ),
+        **_IF_STAGE1_FOUR_LEVELS,
         sample_size=128,  # Lumiere's base model works at 128x128 (Sec. 5); IF stage I at 64x64
         in_channels=3,
         out_channels=6,  # epsilon and the learned variance interpolation, as IF stage I
@@ -126,10 +128,6 @@ UNET_PRESETS: dict[str, dict] = {
         cross_attention_dim=2048,
         encoder_hid_dim=T5_XXL_TEXT_DIM,
         addition_embed_type_num_heads=64,
-        resnet_skip_time_act=True,
-        resnet_out_scale_factor=1.414,
-        mid_block_scale_factor=1.414,
-        time_embedding_act_fn="gelu",
     ),
     "if_stage2_tiny": dict(
         **_IF_CONDITIONING,
@@ -156,6 +154,13 @@ UNET_PRESETS: dict[str, dict] = {
         addition_embed_type_num_heads=2,
     ),
 }
+# The paper-shaped IF stage-I U-Net (four levels, three spatial downsamplings, so the STUNet
+# compresses time 8x) at CPU widths: for cost benchmarks of the architecture, not for quality.
+UNET_PRESETS["if_stage1_paper_narrow"] = dict(
+    UNET_PRESETS["if_stage1_paper"], sample_size=64, out_channels=3, block_out_channels=(32, 64, 96, 128),
+    layers_per_block=1, norm_num_groups=8, attention_head_dim=32, cross_attention_dim=128,
+    encoder_hid_dim=TINY_TEXT_DIM, addition_embed_type_num_heads=2,
+)
 UNET_PRESETS["if_stage1_tiny_learned_variance"] = dict(UNET_PRESETS["if_stage1_tiny"], out_channels=6)
 
 
