@@ -5,6 +5,7 @@ One module-scoped run of each stage (a few steps at 16x16) is shared by the test
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,21 @@ def test_t2i_stage_trains_and_exports_loadable_components(workspace, t2i_run):
     assert unet.config.sample_size == 16
     hidden, mask = encoder(["a red circle"])
     assert hidden.shape[0] == 1 and mask.dtype == torch.bool
+
+
+def test_stunet_refuses_an_objective_other_than_the_exported_t2is(workspace, t2i_run):
+    """The export records its parameterisation: v-prediction temporal layers on an epsilon T2I
+    would train and sample garbage silently."""
+    from lumiere.errors import ConfigError
+    from lumiere.tasks import train
+
+    meta = json.loads((workspace / "artifacts" / "t2i" / "unet" / "lumiere_t2i.json").read_text())
+    assert meta == {"prediction_type": "epsilon", "beta_schedule": "squaredcos_cap_v2"}
+    cfg = compose_config("train", ["experiment=tiny_stunet", "model.objective.prediction_type=v_prediction",
+                                   *path_overrides(workspace, "stunet_v")], workspace / "stunet_v")
+    # raised as itself (not wrapped by Hydra's instantiate), so train.py prints it as one line
+    with pytest.raises(ConfigError, match="prediction_type='epsilon'.*model.objective.prediction_type"):
+        train(cfg)
 
 
 def test_stunet_stage_logs_losses_samples_and_a_trainable_only_checkpoint(workspace, stunet_run):

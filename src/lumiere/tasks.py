@@ -62,11 +62,11 @@ def close_loggers() -> None:
 # ---------------------------------------------------------------------------- train
 def instantiate_collection(config: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a dict-of-configs group (callbacks, loggers); skip nulls."""
-    from hydra.utils import instantiate
+    from lumiere.utils import instantiate_config
 
     if not config:
         return []
-    return [instantiate(entry) for entry in config.values() if entry is not None and "_target_" in entry]
+    return [instantiate_config(entry) for entry in config.values() if entry is not None and "_target_" in entry]
 
 
 def resolve_resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
@@ -169,12 +169,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     can set the per-device batch from its device count; a PreemptionCheckpoint saves `last.ckpt`
     on SIGUSR1/SIGTERM; on SLURM, Lightning's own requeue handler is off."""
     import lightning.pytorch as pl
-    from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from lumiere.training import distributed
     from lumiere.training.preemption import PreemptionExit
-    from lumiere.utils import set_cpu_threads
+    from lumiere.utils import instantiate_config, set_cpu_threads
 
     set_cpu_threads(cfg.get("cpu_threads"))
     pl.seed_everything(cfg.seed, workers=True)
@@ -186,7 +185,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     preemption = preemption_callback(callbacks, output_dir)
     loggers = instantiate_collection(cfg.get("logger"))
     extra = {} if "plugins" in cfg.trainer else {"plugins": distributed.slurm_plugins()}
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    trainer: pl.Trainer = instantiate_config(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
     distributed.check_launch(trainer.strategy, multirun=is_multirun())
     if cfg.get("global_batch_size"):
         per_device = distributed.per_device_batch_size(
@@ -197,8 +196,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         with open_dict(cfg):
             cfg.data.batch_size = per_device
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, _convert_="partial")
+    datamodule = instantiate_config(cfg.data)
+    model = instantiate_config(cfg.model, _convert_="partial")
     model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     distributed.check_model_for_strategy(trainer.strategy, model)
     for logger in loggers:

@@ -1,9 +1,11 @@
-"""Small helpers shared across packages: seeding, device choice, CPU threads, file modes."""
+"""Small helpers shared across packages: seeding, device choice, CPU threads, file modes, config
+instantiation."""
 
 from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,3 +40,26 @@ def apply_default_file_mode(path: str | os.PathLike) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+def instantiate_config(config: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, re-raising our own errors as themselves.
+
+    Hydra wraps an exception raised inside a `_target_` in an `InstantiationException` (nested
+    once per config level), which would turn a one-line `error: ...` about bad input (a missing
+    export, a mismatched objective) into a traceback. Other exceptions keep Hydra's wrapping.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from lumiere.errors import LumiereError
+
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, LumiereError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None

@@ -271,7 +271,7 @@ def load_module_from_checkpoint(path: str, *, use_ema: bool = True,
     """Rebuild a stage from one of our checkpoints (frozen parts from their configured paths)."""
     import os
 
-    from hydra.utils import instantiate
+    from lumiere.utils import instantiate_config
 
     if not os.path.isfile(path):
         raise InputFileError(f"checkpoint not found: {path}")
@@ -282,7 +282,7 @@ def load_module_from_checkpoint(path: str, *, use_ema: bool = True,
     meta = checkpoint.get(CHECKPOINT_KEY) or {}
     if not meta.get("model_config"):
         raise InputFileError(f"{path} is not a Lumiere stage checkpoint (no model config inside)")
-    module: DiffusionModule = instantiate(meta["model_config"], _convert_="partial")
+    module: DiffusionModule = instantiate_config(meta["model_config"], _convert_="partial")
     module.model_config = meta["model_config"]
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"], strict=False)

@@ -21,7 +21,6 @@ Legend: B batch, C channels, T frames, h x w low resolution, H x W (= sample_siz
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable, Sequence
 
@@ -35,6 +34,7 @@ from lumiere.diffusion import multidiffusion_sample
 from lumiere.errors import ConfigError
 from lumiere.models import STUNet, FrozenTextEncoder, load_unet
 from lumiere.training.base import DiffusionModule
+from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
 from lumiere.training.stages import apply_unet_per_frame
 
 # Written next to an exported SSR U-Net: the low-resolution size it was trained to upsample.
@@ -51,11 +51,7 @@ def upsample_video(video: Tensor, size: int) -> Tensor:
 
 def read_ssr_meta(unet_path: str | os.PathLike) -> dict:
     """The metadata an SSR export carries (`{}` for a U-Net folder from elsewhere)."""
-    meta_path = os.path.join(os.fspath(unet_path), SSR_META_FILE)
-    if not os.path.isfile(meta_path):
-        return {}
-    with open(meta_path) as handle:
-        return json.load(handle)
+    return read_export_meta(unet_path, SSR_META_FILE)
 
 
 class SuperResolutionModule(DiffusionModule):
@@ -119,10 +115,7 @@ class SuperResolutionModule(DiffusionModule):
         if trained_for is not None and int(trained_for) != low_res_size:
             raise ConfigError(f"the SSR U-Net in {unet_path} was trained to upsample {trained_for} px frames, "
                               f"but low_res_size={low_res_size} (check data.resolution)")
-        for key in ("prediction_type", "beta_schedule"):
-            if key in meta and meta[key] != getattr(self.objective, key):
-                raise ConfigError(f"the SSR U-Net in {unet_path} was trained with {key}={meta[key]!r}, but this "
-                                  f"stage's objective has {key}={getattr(self.objective, key)!r}")
+        check_objective_matches(meta, self.objective, unet_path)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -265,7 +258,5 @@ class SuperResolutionModule(DiffusionModule):
         folder = os.path.join(out_dir, "ssr_unet")
         with self.ema_scope():
             self.network.save_pretrained(folder, safe_serialization=True)
-        with open(os.path.join(folder, SSR_META_FILE), "w") as handle:
-            json.dump({"low_res_size": self.low_res_size, "sample_size": self.sample_size,
-                       "prediction_type": self.objective.prediction_type,
-                       "beta_schedule": self.objective.beta_schedule}, handle)
+        write_export_meta(folder, SSR_META_FILE, self.objective, low_res_size=self.low_res_size,
+                          sample_size=self.sample_size)

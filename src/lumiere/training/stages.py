@@ -18,6 +18,9 @@ from torch import Tensor
 
 from lumiere.models import STUNet, FrozenTextEncoder, load_unet
 from lumiere.training.base import DiffusionModule
+from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
+
+T2I_META_FILE = "lumiere_t2i.json"  # beside the exported unet/ weights
 
 
 def repeat_per_frame(tensor: Tensor | None, num_frames: int) -> Tensor | None:
@@ -70,6 +73,7 @@ class TextToImageModule(DiffusionModule):
         with self.ema_scope():
             self.network.save_pretrained(os.path.join(out_dir, "unet"), safe_serialization=True)
             self.text_encoder.save_pretrained(os.path.join(out_dir, "text_encoder"))
+        write_export_meta(os.path.join(out_dir, "unet"), T2I_META_FILE, self.objective)
 
 
 class TextToVideoModule(DiffusionModule):
@@ -80,6 +84,8 @@ class TextToVideoModule(DiffusionModule):
         super().__init__(**kwargs)
         self.unet_path = unet_path
         self.text_encoder_path = text_encoder_path
+        # The temporal layers learn the objective the frozen T2I was trained with (Sec. 3.1).
+        check_objective_matches(read_export_meta(unet_path, T2I_META_FILE), self.objective, unet_path)
         self.network = stunet(load_unet(unet_path))
         self.text_encoder = FrozenTextEncoder.from_pretrained(text_encoder_path)  # frozen by default
 
