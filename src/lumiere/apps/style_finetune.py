@@ -18,7 +18,8 @@ from torch import Tensor
 from lumiere.apps.style import StyleTransform
 from lumiere.errors import ConfigError
 from lumiere.models import FrozenTextEncoder, load_unet
-from lumiere.training.stages import TextToImageModule
+from lumiere.training.export_meta import check_objective_matches, read_export_meta
+from lumiere.training.stages import T2I_META_FILE, TextToImageModule
 
 
 class StyleFineTuneModule(TextToImageModule):
@@ -39,6 +40,8 @@ class StyleFineTuneModule(TextToImageModule):
                          train_text_encoder=False, **kwargs)
         self.unet_path, self.text_encoder_path = unet_path, text_encoder_path
         self.style = style
+        # The style weights are interpolated with the STUNet's spatial weights: same objective.
+        check_objective_matches(read_export_meta(unet_path, T2I_META_FILE), self.objective, unet_path)
 
     def prepare_batch(self, batch: dict, generators) -> tuple[Tensor, dict[str, Tensor]]:
         x0, extra = super().prepare_batch(batch, generators)
