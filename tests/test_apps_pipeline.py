@@ -63,8 +63,10 @@ def test_style_experiment_config_builds_the_style_fine_tune_of_the_t2i_export(wo
     from lumiere.apps.style_finetune import StyleFineTuneModule
     from lumiere.training import load_module_from_checkpoint
 
+    # the chain's T2I (lumiere.apps.tiny) regresses epsilon; the demo/tiny experiments use v
     cfg = compose_config("train", ["experiment=tiny_style_t2i", f"model.unet_path={chain.t2i_dir}/unet",
                                    f"model.text_encoder_path={chain.t2i_dir}/text_encoder",
+                                   "model.objective.prediction_type=epsilon",
                                    *overrides(workspace, "style")], workspace / "style")
     module = instantiate(cfg.model, _convert_="partial")
     assert isinstance(module, StyleFineTuneModule) and isinstance(module.style, StyleTransform)

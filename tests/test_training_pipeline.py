@@ -64,17 +64,17 @@ def test_t2i_stage_trains_and_exports_loadable_components(workspace, t2i_run):
 
 
 def test_stunet_refuses_an_objective_other_than_the_exported_t2is(workspace, t2i_run):
-    """The export records its parameterisation: v-prediction temporal layers on an epsilon T2I
+    """The export records its parameterisation: epsilon temporal layers on a v-prediction T2I
     would train and sample garbage silently."""
     from lumiere.errors import ConfigError
     from lumiere.tasks import train
 
     meta = json.loads((workspace / "artifacts" / "t2i" / "unet" / "lumiere_t2i.json").read_text())
-    assert meta == {"prediction_type": "epsilon", "beta_schedule": "squaredcos_cap_v2"}
-    cfg = compose_config("train", ["experiment=tiny_stunet", "model.objective.prediction_type=v_prediction",
-                                   *path_overrides(workspace, "stunet_v")], workspace / "stunet_v")
+    assert meta == {"prediction_type": "v_prediction", "beta_schedule": "squaredcos_cap_v2"}
+    cfg = compose_config("train", ["experiment=tiny_stunet", "model.objective.prediction_type=epsilon",
+                                   *path_overrides(workspace, "stunet_eps")], workspace / "stunet_eps")
     # raised as itself (not wrapped by Hydra's instantiate), so train.py prints it as one line
-    with pytest.raises(ConfigError, match="prediction_type='epsilon'.*model.objective.prediction_type"):
+    with pytest.raises(ConfigError, match="prediction_type='v_prediction'.*model.objective.prediction_type"):
         train(cfg)
 
 
