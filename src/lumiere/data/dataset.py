@@ -339,15 +339,13 @@ class VideoShardDataset(IterableDataset):
         if self.shuffle and self.shuffle_buffer > 1:
             shuffle_rng = random.Random(int(rng.integers(2**63)))
             samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=shuffle_rng)(samples)
+        examples = self._decoded(samples, ledger, rng)  # lazy: draws from rng only when iterated
         if self.shuffle and self.shuffle_buffer > 1 and self.options.image_mode:
             # The buffer above shuffles clips; one clip yields `frames_per_clip` consecutive frames,
             # so without a second, frame-level buffer a batch of 32 frames held only 32 /
             # frames_per_clip captions.
             frame_rng = random.Random(int(rng.integers(2**63)))
-            examples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=frame_rng)(
-                self._decoded(samples, ledger, rng))
-        else:
-            examples = self._decoded(samples, ledger, rng)
+            examples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=frame_rng)(examples)
         if self.batches_per_epoch is not None:
             # this worker's share of the rank's batches; the DataLoader batches per worker
             share = self.batches_per_epoch // num_workers + (worker < self.batches_per_epoch % num_workers)
