@@ -131,3 +131,70 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--train", "1", "--val", "0", "--test", "0", "--frames", "2", "--size", "15", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "even" in err and "\n" not in err
+
+
+def test_restrictions_draw_only_allowed_labels_and_are_recorded_in_the_manifest(tmp_path):
+    from lumiere.data.synthetic import parse_restrictions
+
+    restrictions = parse_restrictions(["motion=linear", "num_objects=one", "color=red,blue", "background=plain"])
+    rng = np.random.default_rng(0)
+    drawn = [sample_labels(rng, restrictions) for _ in range(200)]
+    assert {d["motion"] for d in drawn} == {"linear"} and {d["num_objects"] for d in drawn} == {"one"}
+    assert {d["color"] for d in drawn} == {"red", "blue"} and {d["background"] for d in drawn} == {"plain"}
+    assert {d["direction"] for d in drawn} == {"left", "right", "up", "down"}
+    # Captions of a restricted benchmark are captions of the full one.
+    assert all(labels_from_caption(caption_from_labels(d)) == d for d in drawn)
+
+    manifest = generate_synthetic_benchmark(tmp_path / "bench", num_train=3, num_val=0, num_test=0, num_frames=2,
+                                            size=16, hr_size=None, progress=False,
+                                            restrictions=["motion=linear", "num_objects=one"])
+    assert manifest["config"]["restrictions"] == {"motion": ["linear"], "num_objects": ["one"]}
+    # The unrestricted benchmark's config has no such key (its existing manifests stay valid).
+    assert "restrictions" not in generate_synthetic_benchmark(tmp_path / "full", num_train=1, num_val=0, num_test=0,
+                                                              num_frames=2, size=16, hr_size=None,
+                                                              progress=False)["config"]
+
+
+@pytest.mark.parametrize("restriction,message", [
+    (["motio=linear"], "cannot restrict 'motio'"),
+    (["color=purple"], "color must be among"),
+    (["motion=rotation", "shape=circle"], "rotation excludes circles"),
+    (["motion=linear", "direction=clockwise"], "no direction"),
+    (["color=red"], "two colours"),
+])
+def test_bad_restrictions_fail_in_one_line_before_writing(tmp_path, capsys, restriction, message):
+    args = ["--out", str(tmp_path / "bench"), "--train", "2", "--val", "0", "--test", "0", "--frames", "2",
+            "--size", "16", "--hr-size", "0", "--quiet"]
+    for item in restriction:
+        args += ["--restrict", item]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+    assert not (tmp_path / "bench").exists()
+
+
+def test_captions_use_an_before_vowel_colours():
+    labels = dict(sample_labels(np.random.default_rng(0)), color="orange", num_objects="two", second_color="orange")
+    caption = caption_from_labels(labels)
+    assert caption.startswith("an orange ") and " and an orange " in caption
+    assert labels_from_caption(caption)["color"] == "orange"
+
+
+def test_object_scale_enlarges_the_shape_and_is_recorded(tmp_path):
+    labels = dict(sample_labels(np.random.default_rng(2)), motion="pulsing", direction="none", shape="square",
+                  period="long", speed="slow", background="plain", num_objects="one", second_shape="none",
+                  second_color="none")
+    background = render_clip(labels, 1, 32, 8, seed=0)[0].astype(np.float32)
+    normal = render_clip(labels, 1, 32, 8, seed=0)
+    large = render_clip(labels, 1, 32, 8, seed=0, object_scale=1.5)
+
+    def area(frames):  # pixels far from the (plain) background's corner colour
+        return int((np.abs(frames[0].astype(np.float32) - background[0, 0]).sum(-1) > 60).sum())
+
+    assert 1.8 < area(large) / area(normal) < 2.7  # about 1.5^2
+    manifest = generate_synthetic_benchmark(tmp_path / "b", num_train=1, num_val=0, num_test=0, num_frames=2, size=16,
+                                            hr_size=None, progress=False, object_scale=1.5)
+    assert manifest["config"]["object_scale"] == 1.5
+    with pytest.raises(ConfigError, match="object_scale"):
+        generate_synthetic_benchmark(tmp_path / "c", num_train=1, num_val=0, num_test=0, num_frames=2, size=16,
+                                     hr_size=None, progress=False, object_scale=5.0)

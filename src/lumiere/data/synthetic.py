@@ -45,7 +45,7 @@ import numpy as np
 
 from lumiere.errors import ConfigError, LumiereError
 
-GENERATOR_VERSION = 1  # bump when rendering changes: a manifest from another version is stale
+GENERATOR_VERSION = 2  # bump when rendering or captions change: a manifest from another version is stale
 
 # ----------------------------------------------------------------------------------------------
 # Attribute vocabulary and captions
@@ -121,14 +121,18 @@ def _motion_phrase(labels: dict[str, str]) -> str:
     raise ConfigError(f"unknown motion {motion!r}")
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def caption_from_labels(labels: dict[str, str]) -> str:
     """The clip's caption, e.g. ``"a red square bouncing around quickly on a striped background"``.
 
     Every class label appears as a word (speed as its adverb: slowly / at medium speed / quickly),
     so a caption names its clip's attributes unambiguously."""
-    subject = f"a {labels['color']} {labels['shape']}"
+    subject = f"{_article(labels['color'])} {labels['color']} {labels['shape']}"
     if labels.get("num_objects") == "two":
-        subject += f" and a {labels['second_color']} {labels['second_shape']}"
+        subject += f" and {_article(labels['second_color'])} {labels['second_color']} {labels['second_shape']}"
     return (
         f"{subject} {_motion_phrase(labels)} {SPEED_ADVERB[labels['speed']]} "
         f"on a {labels['background']} background"
@@ -136,7 +140,7 @@ def caption_from_labels(labels: dict[str, str]) -> str:
 
 
 _CAPTION_PATTERN = re.compile(
-    r"^a (?P<color>\w+) (?P<shape>\w+)(?: and a (?P<second_color>\w+) (?P<second_shape>\w+))? "
+    r"^an? (?P<color>\w+) (?P<shape>\w+)(?: and an? (?P<second_color>\w+) (?P<second_shape>\w+))? "
     r"(?P<motion>moving (?P<linear>left|right|up|down)|bouncing around|rotating (?P<rotation>clockwise|counterclockwise)"
     r"|swinging like a pendulum|hopping to the (?P<hopping>left|right)|pulsing in size) "
     r"(?P<speed>slowly|at medium speed|quickly) on a (?P<background>\w+) background$"
@@ -184,27 +188,74 @@ def label_ids(labels: dict[str, list], vocab: dict[str, list[str]] | None = None
     return ids
 
 
-def sample_labels(rng: np.random.Generator) -> dict[str, str]:
-    """Draw a clip's attribute labels uniformly (rotation never uses circles: it is invisible)."""
+# Attributes a benchmark can be restricted to (``--restrict``); the others follow from these.
+RESTRICTABLE = ("shape", "color", "motion", "direction", "speed", "background", "num_objects")
 
-    def pick(options: list[str]) -> str:
+
+def parse_restrictions(items: list[str] | dict[str, Any] | None) -> dict[str, list[str]]:
+    """``["motion=linear,bouncing", "num_objects=one"]`` (or a dict) as ``{attribute: [values]}``.
+
+    Raises :class:`ConfigError` for an unknown attribute or value: a restricted benchmark is a
+    subset of the full label space, so its labels and captions stay valid everywhere."""
+    if not items:
+        return {}
+    pairs = items.items() if isinstance(items, dict) else [item.partition("=")[::2] for item in items]
+    restrictions: dict[str, list[str]] = {}
+    for key, values in pairs:
+        key = key.strip()
+        if key not in RESTRICTABLE:
+            raise ConfigError(f"cannot restrict {key!r}: restrictable attributes are {', '.join(RESTRICTABLE)}")
+        values = [v.strip() for v in values.split(",")] if isinstance(values, str) else [str(v) for v in values]
+        unknown = [v for v in values if v not in ATTRIBUTE_VOCAB[key]]
+        if unknown or not values or values == [""]:
+            raise ConfigError(f"restriction {key}={','.join(values)}: {key} must be among {ATTRIBUTE_VOCAB[key]}")
+        restrictions[key] = sorted(set(values), key=ATTRIBUTE_VOCAB[key].index)
+    return restrictions
+
+
+def check_restrictions(restrictions: dict[str, list[str]]) -> None:
+    """Raise :class:`ConfigError` if some allowed motion has no shape or direction left to draw."""
+    allowed = {key: restrictions.get(key, ATTRIBUTE_VOCAB[key]) for key in RESTRICTABLE}
+    for motion in allowed["motion"]:
+        shapes = [s for s in allowed["shape"] if not (motion == "rotation" and s == "circle")]
+        directions = [d for d in DIRECTIONS_BY_MOTION[motion] if d in allowed["direction"]]
+        if not shapes or not directions:
+            missing = "shape (rotation excludes circles)" if not shapes else f"direction among {DIRECTIONS_BY_MOTION[motion]}"
+            raise ConfigError(f"the restrictions leave motion {motion!r} no {missing}")
+    if "two" in allowed["num_objects"] and len(allowed["color"]) < 2:
+        raise ConfigError("two-object clips need two colours: restrict num_objects=one or allow more colours")
+
+
+def sample_labels(rng: np.random.Generator, restrictions: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """Draw a clip's attribute labels uniformly (rotation never uses circles: it is invisible).
+
+    ``restrictions`` (:func:`parse_restrictions`) limits attributes to subsets; without it the
+    draws are those of the full benchmark. Raises :class:`ConfigError` when a restriction leaves
+    nothing to draw (e.g. motion=rotation with shape=circle)."""
+    allowed = restrictions or {}
+
+    def pick(key: str, options: list[str]) -> str:
+        if key in allowed:
+            options = [o for o in options if o in allowed[key]]
+            if not options:
+                raise ConfigError(f"the restrictions {allowed} leave no {key} to draw")
         return options[int(rng.integers(len(options)))]
 
-    motion = pick(MOTIONS)
+    motion = pick("motion", MOTIONS)
     shapes = [s for s in SHAPES if not (motion == "rotation" and s == "circle")]
     labels = {
-        "shape": pick(shapes),
-        "color": pick(COLORS),
+        "shape": pick("shape", shapes),
+        "color": pick("color", COLORS),
         "motion": motion,
-        "direction": pick(DIRECTIONS_BY_MOTION[motion]),
-        "speed": pick(SPEEDS),
-        "background": pick(BACKGROUNDS),
-        "num_objects": pick(["one", "two"]),
+        "direction": pick("direction", DIRECTIONS_BY_MOTION[motion]),
+        "speed": pick("speed", SPEEDS),
+        "background": pick("background", BACKGROUNDS),
+        "num_objects": pick("num_objects", ["one", "two"]),
     }
     labels["period"] = PERIOD_BY_SPEED[labels["speed"]] if motion in PERIODIC_MOTIONS else "none"
     if labels["num_objects"] == "two":
-        labels["second_shape"] = pick(shapes)
-        labels["second_color"] = pick([c for c in COLORS if c != labels["color"]])
+        labels["second_shape"] = pick("shape", shapes)
+        labels["second_color"] = pick("color", [c for c in COLORS if c != labels["color"]])
     else:
         labels["second_shape"] = labels["second_color"] = "none"
     return {key: labels[key] for key in ATTRIBUTE_VOCAB}
@@ -267,8 +318,12 @@ def _reflect(value: np.ndarray, low: float, high: float) -> np.ndarray:
     return low + np.where(u < width, u, 2 * width - u)
 
 
-def build_scene(labels: dict[str, str], seed: int) -> dict[str, Any]:
-    """The continuous parameters of a clip (start positions, phases, background), from a seed."""
+def build_scene(labels: dict[str, str], seed: int, object_scale: float = 1.0) -> dict[str, Any]:
+    """The continuous parameters of a clip (start positions, phases, background), from a seed.
+
+    ``object_scale`` multiplies the shapes' radii (1: the benchmark's sizes)."""
+    if not 0.25 <= object_scale <= 2.0:
+        raise ConfigError(f"object_scale must be in [0.25, 2], got {object_scale}")
     validate_labels(labels)
     rng = np.random.default_rng(seed)
     two = labels["num_objects"] == "two"
@@ -281,9 +336,10 @@ def build_scene(labels: dict[str, str], seed: int) -> dict[str, Any]:
         "period": float(rng.uniform(0.14, 0.28)),
         "phase": float(rng.uniform(0, 1)),
     }
-    objects = [{"shape": labels["shape"], "color": labels["color"], "radius": PRIMARY_RADIUS}]
+    objects = [{"shape": labels["shape"], "color": labels["color"], "radius": PRIMARY_RADIUS * object_scale, "primary": True}]
     if two:
-        objects.insert(0, {"shape": labels["second_shape"], "color": labels["second_color"], "radius": SECOND_RADIUS})
+        objects.insert(0, {"shape": labels["second_shape"], "color": labels["second_color"],
+                           "radius": SECOND_RADIUS * object_scale, "primary": False})
     motion = labels["motion"]
     for index, obj in enumerate(objects):
         is_second = two and index == 0
@@ -343,7 +399,7 @@ def _object_states(scene: dict[str, Any], times: np.ndarray) -> list[dict[str, n
             center = np.tile(np.array(obj["center"]), (len(times), 1))
         elif motion == "pendulum":
             pivot = np.array([obj["center"][0], 0.04])
-            length = 0.62 if radius == PRIMARY_RADIUS else 0.5
+            length = 0.62 if obj.get("primary", radius == PRIMARY_RADIUS) else 0.5
             swing = np.deg2rad(38) * np.sin(2 * np.pi * times / period + obj["phase"])
             center = pivot + length * np.stack([np.sin(swing), np.cos(swing)], 1)
             angle = swing  # the bob hangs from the rod and turns with it
@@ -468,12 +524,13 @@ def render_scene(scene: dict[str, Any], num_frames: int, size: int, fps: float) 
     return frames
 
 
-def render_clip(labels: dict[str, str], num_frames: int, size: int, fps: float, seed: int) -> np.ndarray:
+def render_clip(labels: dict[str, str], num_frames: int, size: int, fps: float, seed: int,
+                object_scale: float = 1.0) -> np.ndarray:
     """Render the clip described by ``labels`` and ``seed`` as uint8 frames (T, size, size, 3).
 
     Deterministic in all its arguments; the same ``(labels, seed)`` at two sizes gives the same
     continuous scene (super-resolution pairs)."""
-    return render_scene(build_scene(labels, seed), num_frames, size, fps)
+    return render_scene(build_scene(labels, seed, object_scale), num_frames, size, fps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,14 +547,15 @@ def _clip_seed(seed: int, split: str, index: int) -> int:
 
 
 def make_sample(
-    split: str, index: int, *, seed: int, num_frames: int, fps: float, size: int, hr_size: int | None, crf: int = 18
+    split: str, index: int, *, seed: int, num_frames: int, fps: float, size: int, hr_size: int | None, crf: int = 18,
+    restrictions: dict[str, list[str]] | None = None, object_scale: float = 1.0,
 ) -> dict[str, Any]:
     """One shard sample (``__key__``, ``mp4``, optional ``hr.mp4``, ``txt``, ``json``)."""
     from lumiere.data.codec import encode_h264
 
     clip_seed = _clip_seed(seed, split, index)
-    labels = sample_labels(np.random.default_rng(clip_seed))
-    scene = build_scene(labels, clip_seed)
+    labels = sample_labels(np.random.default_rng(clip_seed), restrictions)
+    scene = build_scene(labels, clip_seed, object_scale)
     caption = caption_from_labels(labels)
     meta = {
         "caption": caption,
@@ -543,6 +601,8 @@ def generate_synthetic_benchmark(
     overwrite: bool = False,
     progress: bool = True,
     workers: int = 1,
+    restrictions: dict[str, list[str]] | list[str] | None = None,
+    object_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Write the benchmark as WebDataset shards under ``out_dir/{train,val,test}/`` and return the
     manifest (also written to ``out_dir/manifest.json``).
@@ -552,6 +612,9 @@ def generate_synthetic_benchmark(
     whole shards. Regenerating with the same config is a no-op; a different config in the same
     folder raises :class:`ConfigError` unless ``overwrite``. ``workers`` > 1 renders and encodes
     clips in that many processes; the output does not depend on it (per-clip seeds).
+    ``restrictions`` (``{"motion": ["linear"]}`` or ``["motion=linear"]``) draws labels from a
+    subset of the label space (:func:`sample_labels`), e.g. the CPU demo's easier benchmark;
+    ``object_scale`` enlarges (or shrinks) every shape.
     """
     from tqdm.auto import tqdm
 
@@ -566,6 +629,9 @@ def generate_synthetic_benchmark(
         if value is not None and (value < 4 or value % 2):
             raise ConfigError(f"{name} must be an even number >= 4 (H.264 yuv420p), got {value}")
     hr_size = int(hr_size) if hr_size else None
+    restrictions = parse_restrictions(restrictions)
+    check_restrictions(restrictions)  # fail now, not in a worker halfway through
+    build_scene(sample_labels(np.random.default_rng(0), restrictions), 0, object_scale)  # same for the scale
     config = {
         "generator": "lumiere.data.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -581,6 +647,11 @@ def generate_synthetic_benchmark(
         "min_shards": int(min_shards),
         "crf": int(crf),
     }
+    # Only when set: the full benchmark's config (and its manifests) are unchanged.
+    if restrictions:
+        config["restrictions"] = restrictions
+    if object_scale != 1.0:
+        config["object_scale"] = float(object_scale)
     out_dir = Path(out_dir)
     existing = prepare_output_dir(out_dir, config, SPLITS, overwrite=overwrite)
     if existing is not None:
@@ -592,7 +663,10 @@ def generate_synthetic_benchmark(
     write_manifest(out_dir, manifest)
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    render = functools.partial(make_sample, seed=seed, num_frames=num_frames, fps=fps, size=size, hr_size=hr_size, crf=crf)
+    render = functools.partial(
+        make_sample, seed=seed, num_frames=num_frames, fps=fps, size=size, hr_size=hr_size, crf=crf, restrictions=restrictions,
+        object_scale=object_scale,
+    )
     # spawn, not fork: a caller with threads (torch, DataLoader, Lightning) can deadlock forked
     # children; a broken pool raises instead of hanging
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
@@ -646,6 +720,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset made with another config")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering clips (same output)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--restrict", action="append", default=[], metavar="ATTR=V1,V2",
+        help=f"draw ATTR only from these values (repeatable; ATTR in {', '.join(RESTRICTABLE)})",
+    )
+    parser.add_argument("--object-scale", type=float, default=1.0, help="multiply every shape's size (0.25-2)")
     args = parser.parse_args(argv)
     try:
         manifest = generate_synthetic_benchmark(
@@ -664,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
             workers=args.workers,
+            restrictions=args.restrict,
+            object_scale=args.object_scale,
         )
     except LumiereError as error:
         print(f"error: {error}", file=sys.stderr)
