@@ -138,6 +138,12 @@ def test_reference_rows_rank_as_the_vigilance_tests_expect(synthetic_run):
     assert rows["noise"]["adherence"] <= 1 / NUM_VIDEOS
     # The classifier learned colour on real clips; on noise its colour guesses are no better.
     assert rows["real"]["acc_color"] > rows["noise"]["acc_color"]
+    # Colour tracking on the linear-motion prompts: a static clip never travels, noise has no object.
+    tracked = rows["real"]["num_tracked"]
+    assert tracked == rows["static"]["num_tracked"] == rows["noise"]["num_tracked"]
+    if tracked:
+        assert rows["static"]["tracked_direction"] == 0.0 and rows["noise"]["tracked_direction"] == 0.0
+        assert rows["real"]["tracked_direction"] > 0.5
 
 
 def test_saved_model_clips_are_scored_again_from_videos_dir_with_cached_reference_rows(synthetic_run, workspace,

@@ -15,7 +15,9 @@ Columns: I3D FVD (Kinetics-400 I3D, published preprocessing, against cached stat
 train/val clips), in-domain FVD (the benchmark's domain classifier features, same reference),
 in-domain IS (the classifier's motion head: the analogue of UCF101's action classes), prompt
 adherence (fraction of clips whose predicted shape, colour and motion all match the prompt's
-labels), per-head accuracies, and motion magnitude (mean absolute frame difference).
+labels), per-head accuracies, motion magnitude (mean absolute frame difference), and for prompts of
+linear motion the *tracked* direction accuracy: the prompted colour's centroid must travel the
+prompted way (``lumiere.metrics.tracking``; a direct check that needs no learned classifier).
 The expected ordering floor < model < ceiling is checked and written under the table.
 """
 
@@ -36,7 +38,7 @@ from tqdm.auto import tqdm
 
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.evaluation import features
-from lumiere.evaluation.clips import ClipSet, attribute_vocab, data_fingerprint, load_clips
+from lumiere.evaluation.clips import ClipSet, attribute_vocab, data_fingerprint, load_clips, to_float
 from lumiere.evaluation.domain_classifier import ClassifierSettings, ClipSettings, cache_name, ensure_domain_classifier
 from lumiere.evaluation.generated import CheckpointGenerator, generate_clips, read_videos_dir, write_videos_dir
 from lumiere.evaluation.report import Column, ResultTable, ordering_check
@@ -49,6 +51,7 @@ from lumiere.metrics import (
     prompt_adherence,
 )
 from lumiere.metrics.domain_classifier import IGNORE_LABEL
+from lumiere.metrics.tracking import tracked_direction_accuracy
 
 log = logging.getLogger("lumiere")
 
@@ -191,6 +194,27 @@ def domain_scores(
             known = row.targets[head] != IGNORE_LABEL
             scores[f"acc_{head}"] = float((predicted[head][known] == row.targets[head][known]).float().mean()) if known.any() else None
     return scores
+
+
+def tracking_scores(row: Row, batch_size: int) -> dict[str, Any]:
+    """Tracked direction accuracy and visibility of the prompted colour on the row's linear-motion prompts."""
+    from lumiere.data.synthetic import RGB
+
+    colours, directions = row.clips.labels.get("color"), row.clips.labels.get("direction")
+    motions = row.clips.labels.get("motion")
+    if not colours or not directions or not motions:
+        return {"tracked_direction": None, "tracked_visible": None, "num_tracked": 0}
+    linear = [i for i, m in enumerate(motions) if m == "linear"]
+    correct = visible = 0.0
+    for start in range(0, len(linear), batch_size):
+        part = linear[start:start + batch_size]
+        videos = to_float(row.clips.videos[part])
+        result = tracked_direction_accuracy(videos, [colours[i] for i in part], [directions[i] for i in part], RGB)
+        correct += result["direction_accuracy"] * len(part)
+        visible += result["visible"] * len(part)
+    if not linear:
+        return {"tracked_direction": None, "tracked_visible": None, "num_tracked": 0}
+    return {"tracked_direction": correct / len(linear), "tracked_visible": visible / len(linear), "num_tracked": len(linear)}
 
 
 def i3d_scores(
@@ -373,6 +397,8 @@ def evaluate_synthetic(
         with timer("in-domain scores"):
             entry.update(domain_scores(row, classifier, domain_reference, settings.domain, settings.batch_size,
                                        progress, domain_throughput))
+        with timer("colour tracking"):
+            entry.update(tracking_scores(row, settings.batch_size))
         if i3d is not None:
             count = len(row.clips.take(settings.i3d.num_videos))
             cache = None if row.key == "model" else _i3d_cache_path(settings, i3d, clip_settings, row.key, ["test"], count)
@@ -419,6 +445,9 @@ def build_table(rows: list[dict], settings: SyntheticSettings, classifier_record
                 Column("adherence", "prompt adherence ↑", ".3f")]
     columns += [Column(f"acc_{head}", f"{head} acc. ↑", ".2f") for head in settings.domain.adherence_heads]
     columns.append(Column("motion", "motion magnitude", ".4f"))
+    if any(row.get("num_tracked") for row in rows):
+        columns += [Column("tracked_direction", "tracked direction acc. ↑", ".2f"),
+                    Column("tracked_visible", "prompted colour visible", ".2f")]
 
     by_key = {row["row"]: row for row in rows}
     notes = [f"clips: {clips.num_frames} frames at {clips.resolution}x{clips.resolution}"
@@ -439,6 +468,10 @@ def build_table(rows: list[dict], settings: SyntheticSettings, classifier_record
                  f"({len(attribute_vocab()[settings.domain.is_head])} classes, the maximum IS), one split.")
     notes.append(f"prompt adherence: fraction of clips whose predicted {', '.join(settings.domain.adherence_heads)} "
                  "all match the prompt's labels. Motion magnitude: mean |frame difference| in [-1, 1] units.")
+    if any(row.get("num_tracked") for row in rows):
+        notes.append(f"tracked direction acc.: on the {rows[0]['num_tracked']} clips whose prompt is linear motion, the "
+                     "fraction where the prompted colour's centroid travels the prompted way (left/right/up/down); "
+                     "visible: fraction of their frames showing that colour. Static clips score 0 by construction.")
     if "model" in by_key:
         for key, name in (("i3d_fvd", "I3D FVD"), ("domain_fvd", "in-domain FVD")):
             if key in by_key["model"]:
