@@ -288,3 +288,45 @@ def test_fixed_resolution_inflation_has_temporal_blocks_everywhere_and_keeps_fra
     inputs = _inputs(unet, frames=3)
     with torch.no_grad():
         assert (baseline(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
+
+
+# ---- temporal conditioning (an option beyond the paper): identity at init, the embedding matters --
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_temporally_conditioned_stunet_at_init_keeps_the_2d_equality(unets, preset):
+    unet = unets[preset]
+    torch.manual_seed(4)
+    model = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, num_temporal_attention_layers=2)
+    inputs = _inputs(unet)
+    with torch.no_grad():
+        assert (model(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
+
+
+def test_temporal_conditioning_feeds_the_embedding_to_every_temporal_block(unets):
+    unet = unets["if_stage1_tiny"]
+    torch.manual_seed(5)
+    model = STUNet(unet, temporal_conditioning=True, num_temporal_attention_layers=2)
+    modulated = [m for m in model.modules() if getattr(m, "emb_modulation", None) is not None]
+    blocks = [m for m in model.modules() if type(m).__name__ in ("FactorizedSpaceTimeConvBlock", "TemporalAttentionBlock")]
+    assert modulated and len(modulated) == len(blocks)
+    _perturb_trainable(model)
+    sample, timestep, text, mask, labels = _inputs(unet)
+    with torch.no_grad():
+        reference = model(sample, timestep, text, mask, labels)
+        for block in modulated:  # silence only the embedding path: the output must change
+            block.emb_modulation.proj.weight.zero_()
+            block.emb_modulation.proj.bias.zero_()
+        without = model(sample, timestep, text, mask, labels)
+    assert (reference - without).abs().max() > 1e-3
+    # Only the new modulation layers are added to the trainable set.
+    names = [n for n, _ in model.trainable_named_parameters() if "emb_modulation" in n]
+    assert len(names) == 2 * len(modulated) and not any(n.startswith("unet.") for n in names)
+
+
+def test_temporal_block_built_with_conditioning_refuses_a_missing_embedding():
+    from lumiere.models.temporal import FactorizedSpaceTimeConvBlock
+
+    block = FactorizedSpaceTimeConvBlock(8, emb_dim=16)
+    with pytest.raises(ConfigError, match="needs a conditioning embedding"):
+        block(torch.randn(4, 8, 4, 4), num_frames=2)

@@ -46,8 +46,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lumiere.errors import ConfigError
+from lumiere.models.t2i import unet_text_dim
 from lumiere.models.temporal import (
     FactorizedSpaceTimeConvBlock,
+    PooledTextEmbedding,
     TemporalAttentionBlock,
     TemporalDownsample,
     TemporalUpsample,
@@ -73,16 +75,24 @@ class _VideoConditioning:
     time: torch.Tensor  # (b, d_time)
     text: torch.Tensor | None  # (b, l, d)
     text_bias: torch.Tensor | None  # (b, 1, l): 0 keep, -10000 drop (diffusers' additive mask)
+    temporal: torch.Tensor | None = None  # (b, d_time): what the temporal blocks read (temporal_conditioning)
     _per_frame_count: dict = field(default_factory=dict)
+
+    @staticmethod
+    def _per_frame(x: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
+        # repeat_interleave puts the t copies of video b next to each other: the (b t) order.
+        return None if x is None else x.repeat_interleave(num_frames, dim=0)
 
     def at(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if num_frames not in self._per_frame_count:
-            # repeat_interleave puts the t copies of video b next to each other: the (b t) order.
-            def per_frame(x):
-                return None if x is None else x.repeat_interleave(num_frames, dim=0)
-
-            self._per_frame_count[num_frames] = (per_frame(self.time), per_frame(self.text), per_frame(self.text_bias))
+            self._per_frame_count[num_frames] = tuple(self._per_frame(x, num_frames) for x in (self.time, self.text, self.text_bias))
         return self._per_frame_count[num_frames]
+
+    def temporal_at(self, num_frames: int) -> torch.Tensor | None:
+        key = ("temporal", num_frames)
+        if key not in self._per_frame_count:
+            self._per_frame_count[key] = self._per_frame(self.temporal, num_frames)
+        return self._per_frame_count[key]
 
 
 def _cross_attention(attn: nn.Module, x: torch.Tensor, text, text_bias) -> torch.Tensor:
@@ -122,9 +132,9 @@ class TemporalStack(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, num_frames)
+            x = block(x, num_frames, emb)
         return x
 
 
@@ -180,6 +190,10 @@ class STUNet(nn.Module):
         temporal_kernel_size: int = 3,  # taps of every temporal 1D conv
         resampling_init: str = "identity",  # "identity" (App. B) or "he" (the Fig. 12 ablation)
         gradient_checkpointing: bool = False,  # recompute each layer in backward to save activation memory
+        # Temporal blocks also read the time embedding plus a trainable pooling of the caption, as a scale/shift
+        # (FiLM). Not in the paper: a small frozen T2I trained on stills carries little of the caption's motion
+        # words in its features (measured in the README's demo section).
+        temporal_conditioning: bool = False,
     ):
         super().__init__()
         self._check_unet(unet)
@@ -207,13 +221,16 @@ class STUNet(nn.Module):
         self.temporal_downsample_levels = tuple(levels)
         self.conv_block_levels = _resolve_levels(conv_block_levels, range(coarsest), num_levels, "conv_block_levels")
         self.attention_levels = _resolve_levels(attention_levels, [coarsest], num_levels, "attention_levels")
+        self.temporal_conditioning = temporal_conditioning
+        emb_dim = self._embedding_dim(unet) if temporal_conditioning else None
+        self.temporal_text_embedding = PooledTextEmbedding(unet_text_dim(unet), emb_dim) if temporal_conditioning else None
 
         def stack(level: int, channels: int) -> TemporalStack:
             blocks: list[nn.Module] = []
             if level in self.conv_block_levels:
-                blocks.append(FactorizedSpaceTimeConvBlock(channels, temporal_kernel=temporal_kernel_size))
+                blocks.append(FactorizedSpaceTimeConvBlock(channels, temporal_kernel=temporal_kernel_size, emb_dim=emb_dim))
             if level in self.attention_levels:
-                blocks.append(TemporalAttentionBlock(channels, _num_heads(channels, temporal_attention_head_dim)))
+                blocks.append(TemporalAttentionBlock(channels, _num_heads(channels, temporal_attention_head_dim), emb_dim=emb_dim))
             return TemporalStack(blocks)
 
         # Down path: level i is down block i (its layers run at the level's resolution and frame count).
@@ -229,7 +246,9 @@ class STUNet(nn.Module):
         # Coarsest level, mid block: several temporal attention blocks on the compact representation.
         mid_channels = down_blocks[-1].resnets[-1].out_channels
         heads = _num_heads(mid_channels, temporal_attention_head_dim)
-        self.mid_temporal = TemporalStack([TemporalAttentionBlock(mid_channels, heads) for _ in range(num_temporal_attention_layers)])
+        self.mid_temporal = TemporalStack(
+            [TemporalAttentionBlock(mid_channels, heads, emb_dim=emb_dim) for _ in range(num_temporal_attention_layers)]
+        )
 
         # Up path: up block j works at level L-1-j and its upsampler undoes down block L-2-j's downsampler.
         self.up_temporal = nn.ModuleList()
@@ -265,6 +284,14 @@ class STUNet(nn.Module):
             raise ConfigError(f"addition_embed_type={cfg.addition_embed_type!r} is not supported (only None or 'text')")
         if cfg.encoder_hid_dim_type not in (None, "text_proj"):
             raise ConfigError(f"encoder_hid_dim_type={cfg.encoder_hid_dim_type!r} is not supported (only None or 'text_proj')")
+
+    @staticmethod
+    def _embedding_dim(unet: UNet2DConditionModel) -> int:
+        """Width of the conditioning embedding the ResNets receive (time, plus a concatenated class embedding)."""
+        width = unet.time_embedding.linear_2.out_features
+        if unet.class_embedding is not None and unet.config.class_embeddings_concat:
+            width *= 2
+        return width
 
     @property
     def temporal_factor(self) -> int:
@@ -378,17 +405,17 @@ class STUNet(nn.Module):
             text_bias = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
         return _VideoConditioning(emb, text, text_bias)
 
-    def _down_layer(self, resnet, attn, temporal, x, num_frames, temb, text, text_bias):
+    def _down_layer(self, resnet, attn, temporal, x, num_frames, temb, text, text_bias, temporal_emb):
         x = resnet(x, temb)
         if attn is not None:
             x = _cross_attention(attn, x, text, text_bias)
-        return temporal(x, num_frames)
+        return temporal(x, num_frames, temporal_emb)
 
-    def _up_layer(self, resnet, attn, temporal, x, skip, num_frames, temb, text, text_bias):
+    def _up_layer(self, resnet, attn, temporal, x, skip, num_frames, temb, text, text_bias, temporal_emb):
         x = resnet(torch.cat([x, skip], dim=1), temb)
         if attn is not None:
             x = _cross_attention(attn, x, text, text_bias)
-        return temporal(x, num_frames)
+        return temporal(x, num_frames, temporal_emb)
 
     def _resample(self, samplers, temporal_resample, x, num_frames, temb, upsample_size=None):
         for sampler in samplers:
@@ -397,14 +424,14 @@ class STUNet(nn.Module):
             x = temporal_resample(x, num_frames)
         return x
 
-    def _mid(self, x, num_frames, temb, text, text_bias):
+    def _mid(self, x, num_frames, temb, text, text_bias, temporal_emb):
         mid = self.unet.mid_block
         if mid is not None:
             if getattr(mid, "has_cross_attention", False):
                 x = mid(x, temb, encoder_hidden_states=text, attention_mask=None, cross_attention_kwargs=None, encoder_attention_mask=text_bias)
             else:
                 x = mid(x, temb)
-        return self.mid_temporal(x, num_frames)
+        return self.mid_temporal(x, num_frames, temporal_emb)
 
     def forward(
         self,
@@ -428,6 +455,8 @@ class STUNet(nn.Module):
                 raise ConfigError("FreeU is enabled on the U-Net; the STUNet walk does not implement it")
 
         cond = self._video_conditioning(sample, timestep, encoder_hidden_states, encoder_attention_mask, class_labels)
+        if self.temporal_text_embedding is not None:
+            cond.temporal = cond.time + self.temporal_text_embedding(encoder_hidden_states, encoder_attention_mask)
         if unet.config.center_input_sample:
             sample = 2 * sample - 1.0
         # Spatial sizes that are not multiples of the total spatial factor need explicit upsample sizes.
@@ -442,7 +471,8 @@ class STUNet(nn.Module):
             temb, text, text_bias = cond.at(frames)
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for resnet, attn, layer_temporal in zip(block.resnets, attentions, temporal.layers):
-                x = self._run(self._down_layer, resnet, attn, layer_temporal, x, frames, temb, text, text_bias)
+                x = self._run(self._down_layer, resnet, attn, layer_temporal, x, frames, temb, text, text_bias,
+                              cond.temporal_at(frames))
                 skips.append(x)
             if block.downsamplers is not None:
                 x = self._run(self._resample, block.downsamplers, temporal.resample, x, frames, temb)
@@ -452,7 +482,7 @@ class STUNet(nn.Module):
                 skips.append(x)
 
         # Coarsest level: mid block, then the stacked temporal attention.
-        x = self._run(self._mid, x, frames, *cond.at(frames))
+        x = self._run(self._mid, x, frames, *cond.at(frames), cond.temporal_at(frames))
 
         # Up path: pre-trained layers (concatenating skips) + temporal blocks; spatial then temporal upsampling.
         for j, (block, temporal) in enumerate(zip(unet.up_blocks, self.up_temporal)):
@@ -463,7 +493,8 @@ class STUNet(nn.Module):
                 skip = level_skips.pop()
                 if skip.shape[0] != x.shape[0]:
                     raise RuntimeError(f"skip with {skip.shape[0]} folded frames meets features with {x.shape[0]}")
-                x = self._run(self._up_layer, resnet, attn, layer_temporal, x, skip, frames, temb, text, text_bias)
+                x = self._run(self._up_layer, resnet, attn, layer_temporal, x, skip, frames, temb, text, text_bias,
+                              cond.temporal_at(frames))
             if block.upsamplers is not None:
                 is_final = j == len(unet.up_blocks) - 1
                 upsample_size = skips[-1].shape[2:] if forward_upsample_size and not is_final else None

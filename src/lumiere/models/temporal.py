@@ -14,6 +14,11 @@ Four modules, each a residual (or nearest-neighbour at initialisation) addition 
 
 The two inflation blocks end in a zero-initialised linear projection added to their input, so
 at initialisation each is the identity (App. B, "inflation block ... residual structure").
+Optionally (``emb_dim``) they also read a per-frame conditioning embedding (the U-Net's time
+embedding plus a trainable pooling of the caption, ``PooledTextEmbedding``) as a scale and shift
+of their normalised features, the way diffusion ResNet blocks do. The paper does not say its
+temporal blocks see the caption; the option exists because a small frozen T2I passes little of a
+caption's motion words to its features (see ``STUNet(temporal_conditioning=...)``).
 
 All modules take frame-folded 2D feature maps ``x: ((b t), c, h, w)`` plus ``num_frames = t``, the
 layout the pre-trained 2D layers work in, and return the same layout (with ``t`` halved or
@@ -125,7 +130,7 @@ def _group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
 class FactorizedSpaceTimeConvBlock(nn.Module):
     """(2+1)D factorized space-time convolution with a zero-initialised output projection (Fig. 4b, App. B)."""
 
-    def __init__(self, channels: int, spatial_kernel: int = 3, temporal_kernel: int = 3):
+    def __init__(self, channels: int, spatial_kernel: int = 3, temporal_kernel: int = 3, emb_dim: int | None = None):
         super().__init__()
         _check_kernel(spatial_kernel)
         _check_kernel(temporal_kernel)
@@ -133,17 +138,67 @@ class FactorizedSpaceTimeConvBlock(nn.Module):
         self.spatial_conv = nn.Conv2d(channels, channels, spatial_kernel, padding=spatial_kernel // 2)
         self.temporal_norm = _group_norm(channels)
         self.temporal_conv = nn.Conv1d(channels, channels, temporal_kernel, padding=temporal_kernel // 2)
+        self.emb_modulation = EmbeddingModulation(emb_dim, channels) if emb_dim else None
         # The "linear projection" of App. B: a 1x1 map initialised to zero, so the block starts as
         # the identity and the inflated net starts from the pre-trained text-to-image net.
         self.proj_out = nn.Conv2d(channels, channels, 1)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor | None = None) -> torch.Tensor:
         _check_folded(x, num_frames)
+        _check_emb(self, emb, x)
         h = self.spatial_conv(F.silu(self.spatial_norm(x)))
-        h = _temporal_conv1d(self.temporal_conv, F.silu(self.temporal_norm(h)), num_frames)
+        h = self.temporal_norm(h)
+        if emb is not None:
+            h = self.emb_modulation(h, emb)
+        h = _temporal_conv1d(self.temporal_conv, F.silu(h), num_frames)
         return x + self.proj_out(h)
+
+
+class EmbeddingModulation(nn.Module):
+    """Scale and shift of normalised features from the conditioning embedding (FiLM, as in the U-Net's ResNets)."""
+
+    def __init__(self, emb_dim: int, channels: int):
+        super().__init__()
+        self.proj = nn.Linear(emb_dim, 2 * channels)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """h: ((b t), c, ...) or ((b t), ..., c) with ``channels_last``; emb: ((b t), emb_dim)."""
+        scale, shift = self.proj(F.silu(emb)).chunk(2, dim=-1)
+        if h.ndim == 4:  # ((b t), c, h, w)
+            scale, shift = scale[..., None, None], shift[..., None, None]
+        return h * (1 + scale) + shift
+
+
+class PooledTextEmbedding(nn.Module):
+    """The caption for the temporal blocks: masked mean of the text states, then an MLP to the embedding width.
+
+    A trainable path of its own, because the frozen T2I's pooled text was trained on still images
+    and need not keep the words that only motion shows ("moving left")."""
+
+    def __init__(self, text_dim: int, emb_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(text_dim)
+        self.mlp = nn.Sequential(nn.Linear(text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+    def forward(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """text: (b, l, d) states, mask: (b, l) True for real tokens -> (b, emb_dim)."""
+        states = self.norm(text)
+        if mask is None:
+            pooled = states.mean(dim=1)
+        else:
+            weights = mask.to(states.dtype).unsqueeze(-1)
+            pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.mlp(pooled)
+
+
+def _check_emb(module: nn.Module, emb: torch.Tensor | None, x: torch.Tensor) -> None:
+    if (module.emb_modulation is None) != (emb is None):
+        want = "needs" if module.emb_modulation is not None else "was built without"
+        raise ConfigError(f"{type(module).__name__} {want} a conditioning embedding (temporal_conditioning)")
+    if emb is not None and emb.shape[0] != x.shape[0]:
+        raise ValueError(f"embedding for {emb.shape[0]} frames, features for {x.shape[0]}")
 
 
 def frame_position_encoding(num_frames: int, channels: int, device=None, dtype=None) -> torch.Tensor:
@@ -161,24 +216,29 @@ def frame_position_encoding(num_frames: int, channels: int, device=None, dtype=N
 class TemporalAttentionBlock(nn.Module):
     """Self-attention across frames at every pixel with a frame position encoding and zero-initialised output (Fig. 4c, App. B)."""
 
-    def __init__(self, channels: int, num_heads: int = 1):
+    def __init__(self, channels: int, num_heads: int = 1, emb_dim: int | None = None):
         super().__init__()
         if num_heads < 1 or channels % num_heads != 0:
             raise ConfigError(f"temporal attention: {channels} channels cannot be split into {num_heads} heads")
         self.num_heads = num_heads
         self.norm = nn.LayerNorm(channels)
         self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.emb_modulation = EmbeddingModulation(emb_dim, channels) if emb_dim else None
         self.proj_out = nn.Linear(channels, channels)  # zero-initialised: identity block at init
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor | None = None) -> torch.Tensor:
         _check_folded(x, num_frames)
+        _check_emb(self, emb, x)
         h, w = x.shape[-2:]
         tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)
         # The position encoding is added after the norm so every frame sees where it sits in the clip
         # (attention alone is permutation-invariant over frames).
         normed = self.norm(tokens)
+        if emb is not None:  # ((b t), d) -> (b h w) t d: every pixel of a frame gets its frame's embedding
+            per_token = rearrange(emb, "(b t) d -> b t d", t=num_frames).repeat_interleave(h * w, dim=0)
+            normed = self.emb_modulation(normed, per_token)
         normed = normed + frame_position_encoding(num_frames, normed.shape[-1], normed.device, normed.dtype)
         q, k, v = rearrange(self.to_qkv(normed), "n t (three heads d) -> three n heads t d", three=3, heads=self.num_heads)
         attended = F.scaled_dot_product_attention(q, k, v)
