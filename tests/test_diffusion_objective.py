@@ -141,3 +141,24 @@ def test_invalid_settings_raise_config_errors():
     objective = DiffusionObjective()
     with pytest.raises(ConfigError, match="channels"):
         objective.loss(lambda x, t, c: torch.zeros(x.shape[0], 5, *x.shape[2:]), torch.zeros(1, 3, 1, 4, 4), {})
+
+
+def test_frame_noise_prior_correlates_frames_keeps_unit_variance_and_defaults_to_iid():
+    from lumiere.diffusion import DiffusionObjective
+
+    mixed = DiffusionObjective(frame_noise_correlation=0.6)
+    noise = mixed.draw_noise((2, 3, 8, 16, 16), generator=torch.Generator().manual_seed(0))
+    assert noise.shape == (2, 3, 8, 16, 16)
+    per_frame = noise.movedim(2, 0).reshape(8, -1)
+    correlation = torch.corrcoef(per_frame)
+    off_diagonal = correlation[~torch.eye(8, dtype=torch.bool)]
+    assert abs(noise.std().item() - 1.0) < 0.03 and abs(off_diagonal.mean().item() - 0.6) < 0.05
+    # One clip (C, T, H, W) works too (the per-sample generators of training); a single frame is not mixed.
+    assert mixed.draw_noise((3, 4, 8, 8), generator=torch.Generator().manual_seed(1)).shape == (3, 4, 8, 8)
+    single = mixed.draw_noise((3, 1, 8, 8), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(single, torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(2)))
+    # The default is the paper's i.i.d. noise, with the same draws as before the option existed.
+    iid = DiffusionObjective().draw_noise((2, 3, 4, 8, 8), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(iid, torch.randn((2, 3, 4, 8, 8), generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ConfigError, match="frame_noise_correlation"):
+        DiffusionObjective(frame_noise_correlation=1.0)

@@ -18,7 +18,9 @@ DDPM sampler at inference.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import math
+
+from typing import Callable, Mapping, Sequence
 
 import torch
 from diffusers import DDPMScheduler
@@ -50,12 +52,19 @@ class DiffusionObjective:
         prediction_type: str = "epsilon",          # "epsilon" | "v_prediction"
         loss_weighting: str = "uniform",           # "uniform" | "min_snr"
         min_snr_gamma: float = 5.0,                # Min-SNR clamp (Hang et al. 2023 use 5)
+        # Video noise prior: each frame's noise is sqrt(1 - a) * its own + sqrt(a) * one shared across the
+        # clip's frames (the "mixed" prior of PYoCo, Ge et al. 2023, cited in the paper's Sec. 2). 0: i.i.d.
+        # noise, as the paper. Training and sampling (`draw_noise`) then use the same prior.
+        frame_noise_correlation: float = 0.0,
     ) -> None:
         check_prediction_type(prediction_type)
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ConfigError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
         if min_snr_gamma <= 0:
             raise ConfigError(f"min_snr_gamma must be positive, got {min_snr_gamma}")
+        if not 0.0 <= frame_noise_correlation < 1.0:
+            raise ConfigError(f"frame_noise_correlation must lie in [0, 1), got {frame_noise_correlation}")
+        self.frame_noise_correlation = float(frame_noise_correlation)
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = beta_schedule
         self.prediction_type = prediction_type
@@ -70,7 +79,25 @@ class DiffusionObjective:
     def __repr__(self) -> str:
         return (f"DiffusionObjective(num_train_timesteps={self.num_train_timesteps}, "
                 f"beta_schedule={self.beta_schedule!r}, prediction_type={self.prediction_type!r}, "
-                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma})")
+                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma}, "
+                f"frame_noise_correlation={self.frame_noise_correlation})")
+
+    # ------------------------------------------------------------------ noise
+    def draw_noise(self, shape: Sequence[int], generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None) -> Tensor:
+        """Unit-variance noise of ``shape`` ((C, T, H, W) for one clip or (B, C, T, H, W)) from the prior.
+
+        With ``frame_noise_correlation`` a > 0 and T > 1 every frame's noise is
+        ``sqrt(1 - a) * own + sqrt(a) * shared`` (shared over the T axis, -3), so any two frames'
+        noise has correlation a. The independent part is drawn first: with a = 0 the draws are
+        exactly ``make_noise(shape)``."""
+        noise = make_noise(shape, generator=generator, device=device)
+        a = self.frame_noise_correlation
+        if a > 0 and len(shape) >= 4 and shape[-3] > 1:
+            shared_shape = (*shape[:-3], 1, *shape[-2:])
+            shared = make_noise(shared_shape, generator=generator, device=device)
+            noise = math.sqrt(1.0 - a) * noise + math.sqrt(a) * shared
+        return noise
 
     # ------------------------------------------------------------------ schedule quantities
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:

@@ -159,7 +159,7 @@ class DiffusionModule(pl.LightningModule):
     def diffusion_loss(self, batch: dict, generators: Sequence[torch.Generator],
                        caption_dropout: float = 0.0) -> Tensor:
         x0, extra = self.prepare_batch(batch, generators)
-        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in generators]).to(x0)
+        noise = torch.stack([self.objective.draw_noise(x0.shape[1:], generator=g) for g in generators]).to(x0)
         timesteps = torch.stack([torch.randint(0, self.objective.num_train_timesteps, (), generator=g)
                                  for g in generators]).to(x0.device)
         captions = [("" if caption_dropout > 0 and float(torch.rand((), generator=g)) < caption_dropout else c)
@@ -220,7 +220,7 @@ class DiffusionModule(pl.LightningModule):
         num_frames = num_frames or self.val_num_frames
         self.check_num_frames(num_frames)
         generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn(self.sample_shape(len(prompts), num_frames), generator=generator).to(self.device)
+        noise = self.objective.draw_noise(self.sample_shape(len(prompts), num_frames), generator=generator).to(self.device)
         cond = {**self.encode_text(prompts), **(extra_cond or {})}
         uncond = {**self.encode_text([""] * len(prompts)), **(extra_cond or {})}
         return sample(
