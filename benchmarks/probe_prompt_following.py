@@ -1,0 +1,100 @@
+"""How well does a demo checkpoint follow its prompts? Two quick probes on the demo's slice.
+
+- ``t2i`` (a stage-0 T2I checkpoint): 12 prompts (4 colours x 3 shapes) x 4 samples; the
+  colour accuracy is the fraction of samples whose dominant palette colour (and at least 4 pixels
+  of it) is the prompted one. Chance: 0.25.
+- ``stunet`` (a base STUNet checkpoint): 16 linear-motion prompts (each direction 4 times); the
+  tracked direction accuracy (``lumiere.metrics.tracking``) of the prompted colour, and the same
+  for any palette colour (motion right, colour wrong). Lost or static objects count as wrong.
+
+Not a timed benchmark: these numbers are about quality. The README's demo section lists what the
+demo configurations scored. Usage::
+
+    python benchmarks/probe_prompt_following.py t2i outputs/demo_t2i/demo/checkpoints/last.ckpt
+    python benchmarks/probe_prompt_following.py stunet outputs/demo_stunet/demo/checkpoints/last.ckpt --scheduler ddpm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from lumiere.data.synthetic import RGB
+from lumiere.errors import LumiereError
+from lumiere.metrics.tracking import colour_masks, direction_from_track, track_colour, tracked_direction_accuracy
+
+COLOURS = ("red", "green", "blue", "yellow")
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = ("left", "right", "up", "down")
+PALETTE_NAMES = list(RGB)
+PALETTE = torch.tensor([RGB[name] for name in PALETTE_NAMES], dtype=torch.float32)
+
+
+def t2i_colour_accuracy(module, steps: int, scheduler: str | None, guidance: float | None, seed: int) -> dict:
+    prompts = [f"a {c} {s} moving {d} at medium speed on a plain background"
+               for c in COLOURS for s, d in zip(SHAPES, ("left", "up", "right"))]
+    images = module.generate(prompts, num_frames=4, seed=seed, num_inference_steps=steps, scheduler=scheduler,
+                             guidance_scale=guidance, progress=False)  # 4 independent images per prompt
+    areas = torch.stack([colour_masks(images, torch.full((len(prompts),), k), PALETTE).sum(dim=(-2, -1))
+                         for k in range(len(PALETTE_NAMES))], dim=1)  # (prompts, colours, samples)
+    wanted = torch.tensor([PALETTE_NAMES.index(p.split()[1]) for p in prompts])[:, None]
+    hits = (areas.argmax(dim=1) == wanted) & (areas.max(dim=1).values >= 4)
+    return {"colour_accuracy": float(hits.float().mean()), "num_samples": int(hits.numel()), "chance": 0.25}
+
+
+def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidance: float | None, seed: int,
+                              batch_size: int = 8) -> dict:
+    colours, directions, prompts = [], [], []
+    for i in range(16):
+        colour, shape, direction = COLOURS[(i + i // 4) % 4], SHAPES[i % 3], DIRECTIONS[i % 4]
+        prompts.append(f"a {colour} {shape} moving {direction} at medium speed on a plain background")
+        colours.append(colour)
+        directions.append(direction)
+    videos = torch.cat([module.generate(prompts[k:k + batch_size], seed=seed + k, num_inference_steps=steps,
+                                        scheduler=scheduler, guidance_scale=guidance, progress=False).float()
+                        for k in range(0, len(prompts), batch_size)])
+    result = tracked_direction_accuracy(videos, colours, directions, RGB)
+    prompted = direction_from_track(*track_colour(videos, torch.tensor([PALETTE_NAMES.index(c) for c in colours]), PALETTE))
+    result["prompted_vs_tracked"] = [f"{d}->{p}" for d, p in zip(directions, prompted)]
+    # Any palette colour: does *something* move the prompted way, whatever its colour?
+    pixels = (videos.clamp(-1, 1) + 1) * 127.5
+    distance = (pixels[:, None] - PALETTE[None, :, :, None, None, None]).norm(dim=2).min(dim=1).values
+    mask = (distance <= 100).float()  # (B, T, H, W): pixels near some palette colour
+    coords = (torch.arange(mask.shape[-1]) + 0.5) / mask.shape[-1]
+    area = mask.sum(dim=(-2, -1))
+    centroid = torch.stack([(mask * coords).sum(dim=(-2, -1)), (mask * coords[:, None]).sum(dim=(-2, -1))], dim=-1)
+    predicted = direction_from_track(centroid / area[..., None], area)
+    result["any_colour_direction_accuracy"] = sum(p == d for p, d in zip(predicted, directions)) / len(directions)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=("t2i", "stunet"))
+    parser.add_argument("ckpt", help="a Lightning checkpoint of that stage (EMA weights are used)")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--scheduler", default=None, help="ddpm | ddim | dpmsolver++ (default: the checkpoint's)")
+    parser.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        from lumiere.training import load_module_from_checkpoint
+
+        module = load_module_from_checkpoint(args.ckpt, use_ema=True).eval()
+        probe = t2i_colour_accuracy if args.stage == "t2i" else stunet_direction_accuracy
+        result = probe(module, args.steps, args.scheduler, args.guidance, args.seed)
+    except LumiereError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"stage": args.stage, "ckpt": args.ckpt, "steps": args.steps, "scheduler": args.scheduler,
+                      **result}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
