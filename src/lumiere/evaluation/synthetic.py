@@ -201,10 +201,10 @@ def tracking_scores(row: Row, batch_size: int) -> dict[str, Any]:
     from lumiere.data.synthetic import RGB
 
     colours, directions = row.clips.labels.get("color"), row.clips.labels.get("direction")
-    motions = row.clips.labels.get("motion")
-    if not colours or not directions or not motions:
+    motions = row.clips.labels.get("motion") or []
+    linear = [i for i, m in enumerate(motions) if m == "linear"] if colours and directions else []
+    if not linear:
         return {"tracked_direction": None, "tracked_visible": None, "num_tracked": 0}
-    linear = [i for i, m in enumerate(motions) if m == "linear"]
     correct = visible = 0.0
     for start in range(0, len(linear), batch_size):
         part = linear[start:start + batch_size]
@@ -212,8 +212,6 @@ def tracking_scores(row: Row, batch_size: int) -> dict[str, Any]:
         result = tracked_direction_accuracy(videos, [colours[i] for i in part], [directions[i] for i in part], RGB)
         correct += result["direction_accuracy"] * len(part)
         visible += result["visible"] * len(part)
-    if not linear:
-        return {"tracked_direction": None, "tracked_visible": None, "num_tracked": 0}
     return {"tracked_direction": correct / len(linear), "tracked_visible": visible / len(linear), "num_tracked": len(linear)}
 
 

@@ -92,7 +92,8 @@ def direction_from_track(centroids: torch.Tensor, area: torch.Tensor, min_area: 
 
 
 def tracked_direction_accuracy(videos: torch.Tensor, colours: Sequence[str], directions: Sequence[str],
-                               palette: dict[str, Sequence[float]], **track_kwargs) -> dict[str, float | int | None]:
+                               palette: dict[str, Sequence[float]], max_distance: float = 100.0,
+                               min_area: float = 4.0, **direction_kwargs) -> dict[str, float | int | None]:
     """Fraction of linear-motion clips whose prompted colour travels in the prompted direction.
 
     ``colours``/``directions``: the prompt's labels per clip; clips whose direction is not one of
@@ -110,11 +111,9 @@ def tracked_direction_accuracy(videos: torch.Tensor, colours: Sequence[str], dir
         return {"direction_accuracy": None, "visible": None, "num_tracked": 0}
     index = torch.tensor([names.index(colours[i]) for i in selected])
     table = torch.tensor([list(palette[name]) for name in names], dtype=torch.float32)
-    distance_kwargs = {k: track_kwargs.pop(k) for k in ("max_distance",) if k in track_kwargs}
-    centroids, area = track_colour(videos[selected], index, table, **distance_kwargs)
-    predicted = direction_from_track(centroids, area, **track_kwargs)
+    centroids, area = track_colour(videos[selected], index, table, max_distance)
+    predicted = direction_from_track(centroids, area, min_area=min_area, **direction_kwargs)
     correct = [p == directions[i] for p, i in zip(predicted, selected)]
-    min_area = track_kwargs.get("min_area", 4.0)
     return {
         "direction_accuracy": sum(correct) / len(correct),
         "visible": float((area >= min_area).float().mean()),
