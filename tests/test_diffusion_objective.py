@@ -162,3 +162,18 @@ def test_frame_noise_prior_correlates_frames_keeps_unit_variance_and_defaults_to
     assert torch.equal(iid, torch.randn((2, 3, 4, 8, 8), generator=torch.Generator().manual_seed(3)))
     with pytest.raises(ConfigError, match="frame_noise_correlation"):
         DiffusionObjective(frame_noise_correlation=1.0)
+
+
+def test_timestep_shift_moves_training_toward_high_noise_and_defaults_to_uniform():
+    draws = 20_000
+    uniform = DiffusionObjective().sample_timesteps(draws, generator=torch.Generator().manual_seed(0))
+    # s = 1 keeps the uniform draws exactly (runs from before the option reproduce)
+    assert torch.equal(uniform, torch.randint(0, 1000, (draws,), generator=torch.Generator().manual_seed(0)))
+    shifted = DiffusionObjective(timestep_shift=3.0).sample_timesteps(draws, generator=torch.Generator().manual_seed(0))
+    assert shifted.dtype == torch.long and int(shifted.min()) >= 0 and int(shifted.max()) <= 999
+    # t/T = 3u / (1 + 2u): the median (u = 1/2) is 3/4 of the schedule, and P(t >= 900) = 1 - 0.75 = 0.25
+    assert abs(shifted.float().median().item() - 750) < 15
+    assert abs((shifted >= 900).float().mean().item() - 0.25) < 0.015
+    assert abs((uniform >= 900).float().mean().item() - 0.10) < 0.015
+    with pytest.raises(ConfigError, match="timestep_shift"):
+        DiffusionObjective(timestep_shift=0.0)
