@@ -46,7 +46,7 @@ def t2i_colour_accuracy(module, steps: int, scheduler: str | None, guidance: flo
 
 
 def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidance: float | None, seed: int,
-                              batch_size: int = 8) -> dict:
+                              batch_size: int = 8, sheet: str | None = None) -> dict:
     colours, directions, prompts = [], [], []
     for i in range(16):
         colour, shape, direction = COLOURS[(i + i // 4) % 4], SHAPES[i % 3], DIRECTIONS[i % 4]
@@ -56,6 +56,10 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
     videos = torch.cat([module.generate(prompts[k:k + batch_size], seed=seed + k, num_inference_steps=steps,
                                         scheduler=scheduler, guidance_scale=guidance, progress=False).float()
                         for k in range(0, len(prompts), batch_size)])
+    if sheet:
+        from lumiere.viz import save_sample_sheet
+
+        save_sample_sheet(sheet, videos, prompts)
     result = tracked_direction_accuracy(videos, colours, directions, RGB)
     prompted = direction_from_track(*track_colour(videos, torch.tensor([PALETTE_NAMES.index(c) for c in colours]), PALETTE))
     result["prompted_vs_tracked"] = [f"{d}->{p}" for d, p in zip(directions, prompted)]
@@ -80,14 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sheet", default=None, help="stunet: also save the probe's clips as a PNG sample sheet here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         from lumiere.training import load_module_from_checkpoint
 
         module = load_module_from_checkpoint(args.ckpt, use_ema=True).eval()
-        probe = t2i_colour_accuracy if args.stage == "t2i" else stunet_direction_accuracy
-        result = probe(module, args.steps, args.scheduler, args.guidance, args.seed)
+        if args.stage == "t2i":
+            result = t2i_colour_accuracy(module, args.steps, args.scheduler, args.guidance, args.seed)
+        else:
+            result = stunet_direction_accuracy(module, args.steps, args.scheduler, args.guidance, args.seed,
+                                               sheet=args.sheet)
     except LumiereError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -177,3 +177,39 @@ def test_timestep_shift_moves_training_toward_high_noise_and_defaults_to_uniform
     assert abs((uniform >= 900).float().mean().item() - 0.10) < 0.015
     with pytest.raises(ConfigError, match="timestep_shift"):
         DiffusionObjective(timestep_shift=0.0)
+
+
+def test_training_draws_its_timesteps_from_the_objective_so_the_shift_applies():
+    """The Lightning module's per-sample draws go through `sample_timesteps` (a shift set in the
+    config reaches training), and with s = 1 they are the uniform draws of before the option."""
+    from functools import partial
+
+    from lumiere.models import build_tiny_text_encoder, build_unet
+    from lumiere.training import TextToImageModule
+
+    seen = []
+
+    def run(shift: float) -> torch.Tensor:
+        objective = DiffusionObjective(timestep_shift=shift)
+        module = TextToImageModule(unet=build_unet("if_stage1_tiny"), text_encoder=build_tiny_text_encoder(),
+                                   objective=objective, optimizer=partial(torch.optim.AdamW, lr=1e-4))
+        original = objective.loss
+
+        def recording_loss(*args, timesteps, **kwargs):
+            seen.append(timesteps)
+            return original(*args, timesteps=timesteps, **kwargs)
+
+        objective.loss = recording_loss
+        batch = {"video": torch.zeros(64, 3, 1, 16, 16), "caption": ["a red circle"] * 64}
+        module.diffusion_loss(batch, [torch.Generator().manual_seed(i) for i in range(64)])
+        return seen[-1]
+
+    def draws_before_the_option(seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        DiffusionObjective().draw_noise((3, 1, 16, 16), generator=generator)  # the noise is drawn first
+        return torch.randint(0, 1000, (), generator=generator)
+
+    uniform, shifted = run(1.0), run(8.0)
+    assert torch.equal(uniform, torch.stack([draws_before_the_option(i) for i in range(64)]))
+    # t/T = 8u / (1 + 7u) has mean (8/7)(1 - ln(8)/7) = 0.80 for u ~ U(0, 1) (uniform: 0.5)
+    assert 700 < shifted.float().mean() < 900 and 0 <= int(shifted.min()) and int(shifted.max()) <= 999

@@ -160,8 +160,7 @@ class DiffusionModule(pl.LightningModule):
                        caption_dropout: float = 0.0) -> Tensor:
         x0, extra = self.prepare_batch(batch, generators)
         noise = torch.stack([self.objective.draw_noise(x0.shape[1:], generator=g) for g in generators]).to(x0)
-        timesteps = torch.stack([torch.randint(0, self.objective.num_train_timesteps, (), generator=g)
-                                 for g in generators]).to(x0.device)
+        timesteps = torch.cat([self.objective.sample_timesteps(1, generator=g) for g in generators]).to(x0.device)
         captions = [("" if caption_dropout > 0 and float(torch.rand((), generator=g)) < caption_dropout else c)
                     for c, g in zip(batch["caption"], generators)]
         cond = {**self.encode_text(captions), **extra}
