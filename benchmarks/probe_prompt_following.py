@@ -12,18 +12,20 @@ demo configurations scored. Usage::
 
     python benchmarks/probe_prompt_following.py t2i outputs/demo_t2i/demo/checkpoints/last.ckpt
     python benchmarks/probe_prompt_following.py stunet outputs/demo_stunet/demo/checkpoints/last.ckpt --scheduler ddpm
+    python benchmarks/probe_prompt_following.py caption-gap outputs/demo_stunet/demo/checkpoints/last.ckpt --data data/demo
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import torch
 
 from lumiere.data.synthetic import RGB
-from lumiere.errors import LumiereError
+from lumiere.errors import ConfigError, LumiereError
 from lumiere.metrics.tracking import colour_masks, direction_from_track, track_colour, tracked_direction_accuracy
 
 COLOURS = ("red", "green", "blue", "yellow")
@@ -75,15 +77,57 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
     return result
 
 
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48, num_frames: int = 16,
+                          fps: float = 8.0, timesteps: tuple[int, ...] = (200, 500, 800, 950)) -> dict:
+    import numpy as np
+
+    from lumiere.data.synthetic import caption_from_labels, parse_restrictions, render_clip, sample_labels
+
+    with open(os.path.join(data_dir, "manifest.json")) as handle:
+        config = json.load(handle)["config"]
+    restrictions = parse_restrictions(config.get("restrictions") or {})
+    if restrictions.get("motion") != ["linear"]:
+        raise ConfigError(f"caption-gap needs a linear-motion slice (--restrict motion=linear), {data_dir} has {restrictions.get('motion')}")
+    rng = np.random.default_rng(seed)
+    labels = [sample_labels(rng, restrictions) for _ in range(num_clips)]
+    size = int(module.sample_size)
+    clips = [render_clip(label, num_frames, size, fps, seed=10_000 + i, object_scale=config.get("object_scale", 1.0))
+             for i, label in enumerate(labels)]
+    x0 = torch.stack([torch.from_numpy(c).permute(3, 0, 1, 2).float() / 127.5 - 1 for c in clips])
+    captions = [caption_from_labels(label) for label in labels]
+    flipped = [caption.replace(f"moving {label['direction']}", f"moving {OPPOSITE[label['direction']]}")
+               for caption, label in zip(captions, labels)]
+    generator = torch.Generator().manual_seed(seed)
+    noise = module.objective.draw_noise(tuple(x0.shape), generator=generator)
+    shuffle = torch.randperm(num_frames, generator=generator)
+    rows = []
+    with torch.no_grad():
+        true_cond, flipped_cond = module.encode_text(captions), module.encode_text(flipped)
+
+        def loss(video, cond, t):
+            ts = torch.full((num_clips,), t, dtype=torch.long)
+            return float(module.objective.loss(module.network_forward, video, cond, timesteps=ts, noise=noise)[0])
+
+        for t in timesteps:
+            base = loss(x0, true_cond, t)
+            rows.append({"t": t, "loss": base, "direction_word_gap": loss(x0, flipped_cond, t) - base,
+                         "shuffled_frames_gap": loss(x0[:, :, shuffle], true_cond, t) - base})
+    return {"num_clips": num_clips, "example": f"{captions[0]!r} -> {flipped[0]!r}", "gaps": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("t2i", "stunet"))
+    parser.add_argument("stage", choices=("t2i", "stunet", "caption-gap"))
     parser.add_argument("ckpt", help="a Lightning checkpoint of that stage (EMA weights are used)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--scheduler", default=None, help="ddpm | ddim | dpmsolver++ (default: the checkpoint's)")
     parser.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data", default="data/demo", help="caption-gap: the slice's folder (its manifest.json)")
     parser.add_argument("--sheet", default=None, help="stunet: also save the probe's clips as a PNG sample sheet here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -93,10 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         module = load_module_from_checkpoint(args.ckpt, use_ema=True).eval()
         if args.stage == "t2i":
             result = t2i_colour_accuracy(module, args.steps, args.scheduler, args.guidance, args.seed)
+        elif args.stage == "caption-gap":
+            result = caption_direction_gap(module, args.data, args.seed)
         else:
             result = stunet_direction_accuracy(module, args.steps, args.scheduler, args.guidance, args.seed,
                                                sheet=args.sheet)
-    except LumiereError as error:
+    except (LumiereError, OSError) as error:  # bad config or a missing checkpoint / manifest: one line
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps({"stage": args.stage, "ckpt": args.ckpt, "steps": args.steps, "scheduler": args.scheduler,
