@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 
 import torch
 
@@ -74,6 +75,18 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
     centroid = torch.stack([(mask * coords).sum(dim=(-2, -1)), (mask * coords[:, None]).sum(dim=(-2, -1))], dim=-1)
     predicted = direction_from_track(centroid / area[..., None], area)
     result["any_colour_direction_accuracy"] = sum(p == d for p, d in zip(predicted, directions)) / len(directions)
+    result["any_colour_tracks"] = dict(Counter(predicted))
+    # Is it one object? The share of a clip's frames (with >= 4 palette pixels) whose dominant palette
+    # colour is the clip's most common one, averaged over clips; and the share of frames with an object.
+    nearest = (pixels[:, None] - PALETTE[None, :, :, None, None, None]).norm(dim=2).argmin(dim=1)  # (B, T, H, W)
+    kept = []
+    for clip in range(len(prompts)):
+        dominant = [int(torch.bincount(nearest[clip, t][mask[clip, t] > 0], minlength=len(PALETTE_NAMES)).argmax())
+                    for t in range(mask.shape[1]) if area[clip, t] >= 4]
+        if dominant:
+            kept.append(Counter(dominant).most_common(1)[0][1] / len(dominant))
+    result["colour_consistency"] = sum(kept) / len(kept) if kept else None
+    result["frames_with_object"] = float((area >= 4).float().mean())
     return result
 
 

@@ -303,6 +303,19 @@ def test_temporally_conditioned_stunet_at_init_keeps_the_2d_equality(unets, pres
         assert (model(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
 
 
+def test_attention_pooled_temporal_conditioning_keeps_the_2d_equality_and_checks_its_name(unets):
+    unet = unets["if_stage1_tiny"]
+    torch.manual_seed(6)
+    model = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, temporal_text_pooling="attention",
+                   num_temporal_attention_layers=2)
+    assert model.temporal_text_embedding.pooling == "attention"
+    inputs = _inputs(unet)
+    with torch.no_grad():
+        assert (model(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
+    with pytest.raises(ConfigError, match="temporal_text_pooling"):
+        STUNet(unet, temporal_conditioning=True, temporal_text_pooling="max")
+
+
 def test_temporal_conditioning_feeds_the_embedding_to_every_temporal_block(unets):
     unet = unets["if_stage1_tiny"]
     torch.manual_seed(5)

@@ -104,3 +104,25 @@ def test_temporal_attention_knows_frame_order(video):
 def test_temporal_attention_rejects_bad_head_count():
     with pytest.raises(ConfigError, match="heads"):
         TemporalAttentionBlock(6, num_heads=4)
+
+
+def test_attention_pooling_of_the_caption_starts_as_the_mean_and_can_single_out_a_word():
+    from lumiere.models.temporal import PooledTextEmbedding
+
+    torch.manual_seed(0)
+    text = torch.randn(3, 7, 16)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [False] * 7])
+    mean, attention = PooledTextEmbedding(16, 12), PooledTextEmbedding(16, 12, pooling="attention")
+    attention.norm.load_state_dict(mean.norm.state_dict())
+    attention.mlp.load_state_dict(mean.mlp.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(attention(text, mask), mean(text, mask), rtol=0, atol=1e-6)  # zero query: uniform
+        # A query aligned with token 2's key puts nearly all weight on it (padding never gets any).
+        states = attention.norm(text)
+        attention.query.copy_(50 * attention.key(states)[0, 2] / attention.key(states)[0, 2].norm())
+        pooled = attention(text, mask)
+        assert (pooled[0] - attention.mlp(states[0, 2])).abs().max() < 1e-3
+        assert torch.isfinite(pooled).all()  # the all-padding caption pools to zero, not NaN
+    assert [n for n, p in attention.named_parameters() if n.startswith(("key", "query"))] == ["query", "key.weight"]
+    with pytest.raises(ConfigError, match="pooling"):
+        PooledTextEmbedding(16, 12, pooling="max")

@@ -194,6 +194,9 @@ class STUNet(nn.Module):
         # (FiLM). Not in the paper: a small frozen T2I trained on stills carries little of the caption's motion
         # words in its features (measured in the README's demo section).
         temporal_conditioning: bool = False,
+        # How that path pools the caption's text states: "mean", or "attention" (a learned query; equals
+        # the mean at initialisation) so the direction word can stand out. Only with temporal_conditioning.
+        temporal_text_pooling: str = "mean",
     ):
         super().__init__()
         self._check_unet(unet)
@@ -221,9 +224,13 @@ class STUNet(nn.Module):
         self.temporal_downsample_levels = tuple(levels)
         self.conv_block_levels = _resolve_levels(conv_block_levels, range(coarsest), num_levels, "conv_block_levels")
         self.attention_levels = _resolve_levels(attention_levels, [coarsest], num_levels, "attention_levels")
+        if temporal_text_pooling not in PooledTextEmbedding.POOLINGS:
+            raise ConfigError(f"temporal_text_pooling must be one of {PooledTextEmbedding.POOLINGS}, got {temporal_text_pooling!r}")
         self.temporal_conditioning = temporal_conditioning
         emb_dim = self._embedding_dim(unet) if temporal_conditioning else None
-        self.temporal_text_embedding = PooledTextEmbedding(unet_text_dim(unet), emb_dim) if temporal_conditioning else None
+        self.temporal_text_embedding = (
+            PooledTextEmbedding(unet_text_dim(unet), emb_dim, pooling=temporal_text_pooling) if temporal_conditioning else None
+        )
 
         def stack(level: int, channels: int) -> TemporalStack:
             blocks: list[nn.Module] = []

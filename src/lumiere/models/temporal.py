@@ -172,25 +172,41 @@ class EmbeddingModulation(nn.Module):
 
 
 class PooledTextEmbedding(nn.Module):
-    """The caption for the temporal blocks: masked mean of the text states, then an MLP to the embedding width.
+    """The caption for the temporal blocks: a pooling of the text states, then an MLP to the embedding width.
 
     A trainable path of its own, because the frozen T2I's pooled text was trained on still images
-    and need not keep the words that only motion shows ("moving left")."""
+    and need not keep the words that only motion shows ("moving left"). ``pooling="mean"``: the
+    masked mean of the (normalised) states. ``pooling="attention"``: a softmax-weighted mean whose
+    weights a learned query sets from the states, so one word (the direction) can outweigh the
+    other fifty bytes of the caption; its query starts at zero, where the weights are uniform and
+    the pooling equals the mean."""
 
-    def __init__(self, text_dim: int, emb_dim: int):
+    POOLINGS = ("mean", "attention")
+
+    def __init__(self, text_dim: int, emb_dim: int, pooling: str = "mean"):
         super().__init__()
+        if pooling not in self.POOLINGS:
+            raise ConfigError(f"temporal text pooling must be one of {self.POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         self.norm = nn.LayerNorm(text_dim)
+        if pooling == "attention":
+            self.key = nn.Linear(text_dim, text_dim, bias=False)
+            self.query = nn.Parameter(torch.zeros(text_dim))
         self.mlp = nn.Sequential(nn.Linear(text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
 
     def forward(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """text: (b, l, d) states, mask: (b, l) True for real tokens -> (b, emb_dim)."""
         states = self.norm(text)
-        if mask is None:
-            pooled = states.mean(dim=1)
-        else:
+        if self.pooling == "mean":
+            if mask is None:
+                return self.mlp(states.mean(dim=1))
             weights = mask.to(states.dtype).unsqueeze(-1)
-            pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        return self.mlp(pooled)
+            return self.mlp((states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))
+        scores = self.key(states) @ self.query / math.sqrt(states.shape[-1])  # (b, l)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.bool(), float("-inf"))
+        weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # a caption with no tokens pools to 0
+        return self.mlp(torch.einsum("bl,bld->bd", weights, states))
 
 
 def _check_emb(module: nn.Module, emb: torch.Tensor | None, x: torch.Tensor) -> None:
