@@ -68,8 +68,9 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
     result["prompted_vs_tracked"] = [f"{d}->{p}" for d, p in zip(directions, prompted)]
     # Any palette colour: does *something* move the prompted way, whatever its colour?
     pixels = (videos.clamp(-1, 1) + 1) * 127.5
-    distance = (pixels[:, None] - PALETTE[None, :, :, None, None, None]).norm(dim=2).min(dim=1).values
-    mask = (distance <= 100).float()  # (B, T, H, W): pixels near some palette colour
+    # (B, T, H, W): each pixel's distance to its nearest palette colour, and which colour that is
+    distance, nearest = (pixels[:, None] - PALETTE[None, :, :, None, None, None]).norm(dim=2).min(dim=1)
+    mask = (distance <= 100).float()  # pixels near some palette colour
     coords = (torch.arange(mask.shape[-1]) + 0.5) / mask.shape[-1]
     area = mask.sum(dim=(-2, -1))
     centroid = torch.stack([(mask * coords).sum(dim=(-2, -1)), (mask * coords[:, None]).sum(dim=(-2, -1))], dim=-1)
@@ -78,7 +79,6 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
     result["any_colour_tracks"] = dict(Counter(predicted))
     # Is it one object? The share of a clip's frames (with >= 4 palette pixels) whose dominant palette
     # colour is the clip's most common one, averaged over clips; and the share of frames with an object.
-    nearest = (pixels[:, None] - PALETTE[None, :, :, None, None, None]).norm(dim=2).argmin(dim=1)  # (B, T, H, W)
     kept = []
     for clip in range(len(prompts)):
         dominant = [int(torch.bincount(nearest[clip, t][mask[clip, t] > 0], minlength=len(PALETTE_NAMES)).argmax())

@@ -5,10 +5,10 @@ it inflates (Sec. 3.1); only the target parameterisation and the per-timestep we
 
     L = E_{x0, eps, t} [ w(t) * || f(x_t, t, cond) - target(x0, eps, t) ||^2 ]
 
-with t uniform over the training timesteps (or shifted toward high noise: `timestep_shift`). `loss_weighting="min_snr"` is Min-SNR-gamma
-(Hang et al. 2023): w(t) = min(SNR(t), gamma) / SNR(t) for epsilon targets and
-min(SNR(t), gamma) / (SNR(t) + 1) for v targets, i.e. the x0-space weight min(SNR, gamma)
-expressed for the target actually regressed.
+with t uniform over the training timesteps (or shifted toward high noise: `timestep_shift`).
+`loss_weighting="min_snr"` is Min-SNR-gamma (Hang et al. 2023): w(t) = min(SNR(t), gamma) / SNR(t)
+for epsilon targets and min(SNR(t), gamma) / (SNR(t) + 1) for v targets, i.e. the x0-space weight
+min(SNR, gamma) expressed for the target actually regressed.
 
 Learned variance: a model with 2C output channels (DeepFloyd IF) is supervised on its first C
 channels only. The variance half receives no gradient from this loss (Nichol & Dhariwal's
@@ -19,7 +19,6 @@ DDPM sampler at inference.
 from __future__ import annotations
 
 import math
-
 from typing import Callable, Mapping, Sequence
 
 import torch
