@@ -107,7 +107,8 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
     rng = np.random.default_rng(seed)
     labels = [sample_labels(rng, restrictions) for _ in range(num_clips)]
     size = int(module.sample_size)
-    clips = [render_clip(label, num_frames, size, fps, seed=10_000 + i, object_scale=config.get("object_scale", 1.0))
+    clips = [render_clip(label, num_frames, size, fps, seed=10_000 + i, object_scale=config.get("object_scale", 1.0),
+                         linear_start=config.get("linear_start", "anywhere"))
              for i, label in enumerate(labels)]
     x0 = torch.stack([torch.from_numpy(c).permute(3, 0, 1, 2).float() / 127.5 - 1 for c in clips])
     captions = [caption_from_labels(label) for label in labels]

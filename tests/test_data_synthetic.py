@@ -198,3 +198,40 @@ def test_object_scale_enlarges_the_shape_and_is_recorded(tmp_path):
     with pytest.raises(ConfigError, match="object_scale"):
         generate_synthetic_benchmark(tmp_path / "c", num_train=1, num_val=0, num_test=0, num_frames=2, size=16,
                                      hr_size=None, progress=False, object_scale=5.0)
+
+
+@pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
+def test_behind_start_crosses_the_frame_in_the_named_direction_and_keeps_other_draws(direction):
+    from lumiere.data.synthetic import build_scene
+
+    labels = dict(sample_labels(np.random.default_rng(4), {"motion": ["linear"], "num_objects": ["one"]}),
+                  direction=direction, speed="medium")
+    anywhere = build_scene(labels, seed=9)
+    behind = build_scene(labels, seed=9, linear_start="behind")
+    along = behind["objects"][0]["along0"]
+    forward = direction in ("right", "down")
+    assert (0.15 <= along <= 0.30) if forward else (0.70 <= along <= 0.85)
+    # the same random draws otherwise: only the start moves (the benchmark's scenes are unchanged)
+    assert behind["objects"][0]["across"] == anywhere["objects"][0]["across"]
+    assert behind["background"] == anywhere["background"]
+
+    frames = render_clip(labels, num_frames=16, size=32, fps=8, seed=9, linear_start="behind").astype(np.float32)
+    background = frames[0, 0, 0]
+    mask = np.abs(frames - background).sum(-1) > 60  # (T, H, W) object pixels
+    across_axis = 0 if direction in ("left", "right") else 1  # sum out y for horizontal motion, x for vertical
+    coords = np.arange(32, dtype=np.float32)
+    centres = [float((m.sum(axis=across_axis) * coords).sum() / m.sum()) for m in mask]  # centroid along the motion
+    travel = centres[-1] - centres[0]
+    assert (travel > 12) if forward else (travel < -12)  # 0.6 frame widths in 2 s, no wrap-around
+
+
+def test_linear_start_is_recorded_and_checked(tmp_path):
+    manifest = generate_synthetic_benchmark(tmp_path / "b", num_train=1, num_val=0, num_test=0, num_frames=2, size=16,
+                                            hr_size=None, progress=False, linear_start="behind")
+    assert manifest["config"]["linear_start"] == "behind"
+    plain = generate_synthetic_benchmark(tmp_path / "a", num_train=1, num_val=0, num_test=0, num_frames=2, size=16,
+                                         hr_size=None, progress=False)
+    assert "linear_start" not in plain["config"]  # the benchmark's manifests are unchanged
+    with pytest.raises(ConfigError, match="linear_start"):
+        generate_synthetic_benchmark(tmp_path / "c", num_train=1, num_val=0, num_test=0, num_frames=2, size=16,
+                                     hr_size=None, progress=False, linear_start="ahead")

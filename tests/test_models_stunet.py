@@ -337,6 +337,63 @@ def test_temporal_conditioning_feeds_the_embedding_to_every_temporal_block(unets
     assert len(names) == 2 * len(modulated) and not any(n.startswith("unet.") for n in names)
 
 
+@pytest.mark.parametrize("resampling", [False, True])
+def test_frame_time_embedding_keeps_the_init_equality_and_makes_the_modulation_depend_on_the_frame(unets, resampling):
+    unet = unets["if_stage1_tiny"]
+    torch.manual_seed(7)
+    model = STUNet(unet, temporal_resampling=resampling, temporal_conditioning=True, temporal_frame_embedding=True,
+                   num_temporal_attention_layers=2)
+    inputs = _inputs(unet)
+    with torch.no_grad():
+        at_init = model(*inputs)
+        if resampling:  # App. B: every N-th output frame is the 2D U-Net's output on that frame
+            n = model.temporal_factor
+            reference = _unet_per_frame(unet, *inputs)[:, :, ::n]
+            assert (at_init[:, :, ::n] - reference).abs().max() <= TOL
+        else:
+            assert (at_init - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
+
+    # The conditioning the blocks read now differs from frame to frame, at every level's frame count.
+    conditioning = {}
+
+    def keep_embedding(name):
+        def hook(module, args, output):
+            conditioning[name] = args[1].detach().clone()  # returns None: the output stays
+        return hook
+
+    for name, block in model.named_modules():
+        if getattr(block, "emb_modulation", None) is not None:
+            block.emb_modulation.register_forward_hook(keep_embedding(name))
+    with torch.no_grad():
+        model(*inputs)
+    batch, frames = inputs[0].shape[0], inputs[0].shape[2]
+    frame_counts = set()
+    for emb in conditioning.values():
+        # conv blocks get ((b t), d) frame-major; attention blocks ((b h w), t, d), one row per pixel
+        per_video = emb if emb.ndim == 3 else emb.reshape(batch, -1, emb.shape[-1])
+        frame_counts.add(per_video.shape[1])
+        assert (per_video[:, 0] - per_video[:, -1]).abs().max() > 1e-4  # first and last frame differ
+    assert frame_counts == ({frames, frames // model.temporal_factor} | ({frames // 2} if model.temporal_factor > 2 else set())
+                            if resampling else {frames})
+    # Trainable, and part of the temporal checkpoint.
+    names = [n for n, _ in model.trainable_named_parameters()]
+    assert any(n.startswith("temporal_frame_embedding.") for n in names)
+    with pytest.raises(ConfigError, match="needs temporal_conditioning"):
+        STUNet(unet, temporal_frame_embedding=True)
+
+
+def test_frame_time_embedding_encodes_clip_time_consistently_across_levels():
+    from lumiere.models.temporal import FrameTimeEmbedding, sinusoidal_encoding
+
+    embedding = FrameTimeEmbedding(16)
+    # A level with 4 of 16 frames: frame i stands for input frames 4i..4i+3, encoded at their centre 4i + 1.5.
+    coarse = embedding(4, 16)
+    expected = embedding.mlp(sinusoidal_encoding(torch.tensor([1.5, 5.5, 9.5, 13.5]), 16))
+    assert torch.allclose(coarse, expected)
+    # At full resolution the frames are encoded at their own index.
+    assert torch.allclose(embedding(16, 16), embedding.mlp(sinusoidal_encoding(torch.arange(16.0), 16)))
+
+
 def test_temporal_block_built_with_conditioning_refuses_a_missing_embedding():
     from lumiere.models.temporal import FactorizedSpaceTimeConvBlock
 

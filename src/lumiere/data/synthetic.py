@@ -318,12 +318,22 @@ def _reflect(value: np.ndarray, low: float, high: float) -> np.ndarray:
     return low + np.where(u < width, u, 2 * width - u)
 
 
-def build_scene(labels: dict[str, str], seed: int, object_scale: float = 1.0) -> dict[str, Any]:
+LINEAR_STARTS = ("anywhere", "behind")
+
+
+def build_scene(labels: dict[str, str], seed: int, object_scale: float = 1.0, linear_start: str = "anywhere") -> dict[str, Any]:
     """The continuous parameters of a clip (start positions, phases, background), from a seed.
 
-    ``object_scale`` multiplies the shapes' radii (1: the benchmark's sizes)."""
+    ``object_scale`` multiplies the shapes' radii (1: the benchmark's sizes). ``linear_start``
+    places linear and hopping objects at the start: ``"anywhere"`` along the motion axis (the
+    benchmark), or ``"behind"`` the centre, 0.15-0.30 frame widths in from the side they move away
+    from, so that a clip crosses the frame and every frame's object position tells the direction
+    (the CPU demo's slice: with starts anywhere, the average clip of every direction is the same
+    uniform smear, and a briefly trained model gets almost no loss signal from the direction word)."""
     if not 0.25 <= object_scale <= 2.0:
         raise ConfigError(f"object_scale must be in [0.25, 2], got {object_scale}")
+    if linear_start not in LINEAR_STARTS:
+        raise ConfigError(f"linear_start must be one of {LINEAR_STARTS}, got {linear_start!r}")
     validate_labels(labels)
     rng = np.random.default_rng(seed)
     two = labels["num_objects"] == "two"
@@ -346,7 +356,11 @@ def build_scene(labels: dict[str, str], seed: int, object_scale: float = 1.0) ->
         obj["angle0"] = float(rng.uniform(0, 2 * np.pi))
         obj["phase"] = float(rng.uniform(0, 2 * np.pi)) if is_second else 0.0
         if motion in ("linear", "hopping"):
-            obj["along0"] = float(rng.uniform(0, 1))  # start position along the motion axis
+            along0 = float(rng.uniform(0, 1))  # start position along the motion axis
+            if linear_start == "behind":  # the same draw, squeezed to [0.15, 0.30] from the trailing side
+                along0 = 0.15 + 0.15 * along0
+                along0 = 1.0 - along0 if labels["direction"] in ("left", "up") else along0
+            obj["along0"] = along0
             lane = rng.uniform(0.3, 0.7) if not two else (0.28 if is_second else 0.68)
             obj["across"] = float(lane + (0.0 if motion == "linear" else 0.1))
         elif motion == "bouncing":
@@ -525,12 +539,12 @@ def render_scene(scene: dict[str, Any], num_frames: int, size: int, fps: float) 
 
 
 def render_clip(labels: dict[str, str], num_frames: int, size: int, fps: float, seed: int,
-                object_scale: float = 1.0) -> np.ndarray:
+                object_scale: float = 1.0, linear_start: str = "anywhere") -> np.ndarray:
     """Render the clip described by ``labels`` and ``seed`` as uint8 frames (T, size, size, 3).
 
     Deterministic in all its arguments; the same ``(labels, seed)`` at two sizes gives the same
     continuous scene (super-resolution pairs)."""
-    return render_scene(build_scene(labels, seed, object_scale), num_frames, size, fps)
+    return render_scene(build_scene(labels, seed, object_scale, linear_start), num_frames, size, fps)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -548,14 +562,14 @@ def _clip_seed(seed: int, split: str, index: int) -> int:
 
 def make_sample(
     split: str, index: int, *, seed: int, num_frames: int, fps: float, size: int, hr_size: int | None, crf: int = 18,
-    restrictions: dict[str, list[str]] | None = None, object_scale: float = 1.0,
+    restrictions: dict[str, list[str]] | None = None, object_scale: float = 1.0, linear_start: str = "anywhere",
 ) -> dict[str, Any]:
     """One shard sample (``__key__``, ``mp4``, optional ``hr.mp4``, ``txt``, ``json``)."""
     from lumiere.data.codec import encode_h264
 
     clip_seed = _clip_seed(seed, split, index)
     labels = sample_labels(np.random.default_rng(clip_seed), restrictions)
-    scene = build_scene(labels, clip_seed, object_scale)
+    scene = build_scene(labels, clip_seed, object_scale, linear_start)
     caption = caption_from_labels(labels)
     meta = {
         "caption": caption,
@@ -603,6 +617,7 @@ def generate_synthetic_benchmark(
     workers: int = 1,
     restrictions: dict[str, list[str]] | list[str] | None = None,
     object_scale: float = 1.0,
+    linear_start: str = "anywhere",
 ) -> dict[str, Any]:
     """Write the benchmark as WebDataset shards under ``out_dir/{train,val,test}/`` and return the
     manifest (also written to ``out_dir/manifest.json``).
@@ -614,7 +629,8 @@ def generate_synthetic_benchmark(
     clips in that many processes; the output does not depend on it (per-clip seeds).
     ``restrictions`` (``{"motion": ["linear"]}`` or ``["motion=linear"]``) draws labels from a
     subset of the label space (:func:`sample_labels`), e.g. the CPU demo's easier benchmark;
-    ``object_scale`` enlarges (or shrinks) every shape.
+    ``object_scale`` enlarges (or shrinks) every shape; ``linear_start="behind"`` starts linear
+    motions on the side they leave (:func:`build_scene`).
     """
     from tqdm.auto import tqdm
 
@@ -631,7 +647,7 @@ def generate_synthetic_benchmark(
     hr_size = int(hr_size) if hr_size else None
     restrictions = parse_restrictions(restrictions)
     check_restrictions(restrictions)  # fail now, not in a worker halfway through
-    build_scene(sample_labels(np.random.default_rng(0), restrictions), 0, object_scale)  # same for the scale
+    build_scene(sample_labels(np.random.default_rng(0), restrictions), 0, object_scale, linear_start)  # same for these
     config = {
         "generator": "lumiere.data.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -652,6 +668,8 @@ def generate_synthetic_benchmark(
         config["restrictions"] = restrictions
     if object_scale != 1.0:
         config["object_scale"] = float(object_scale)
+    if linear_start != "anywhere":
+        config["linear_start"] = linear_start
     out_dir = Path(out_dir)
     existing = prepare_output_dir(out_dir, config, SPLITS, overwrite=overwrite)
     if existing is not None:
@@ -665,7 +683,7 @@ def generate_synthetic_benchmark(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     render = functools.partial(
         make_sample, seed=seed, num_frames=num_frames, fps=fps, size=size, hr_size=hr_size, crf=crf, restrictions=restrictions,
-        object_scale=object_scale,
+        object_scale=object_scale, linear_start=linear_start,
     )
     # spawn, not fork: a caller with threads (torch, DataLoader, Lightning) can deadlock forked
     # children; a broken pool raises instead of hanging
@@ -725,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"draw ATTR only from these values (repeatable; ATTR in {', '.join(RESTRICTABLE)})",
     )
     parser.add_argument("--object-scale", type=float, default=1.0, help="multiply every shape's size (0.25-2)")
+    parser.add_argument("--linear-start", choices=LINEAR_STARTS, default="anywhere",
+                        help="linear motions start anywhere, or behind the centre (they cross the frame)")
     args = parser.parse_args(argv)
     try:
         manifest = generate_synthetic_benchmark(
@@ -745,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             restrictions=args.restrict,
             object_scale=args.object_scale,
+            linear_start=args.linear_start,
         )
     except LumiereError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -33,7 +33,7 @@ w width, l text tokens, d text width.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +49,7 @@ from lumiere.errors import ConfigError
 from lumiere.models.t2i import unet_text_dim
 from lumiere.models.temporal import (
     FactorizedSpaceTimeConvBlock,
+    FrameTimeEmbedding,
     PooledTextEmbedding,
     TemporalAttentionBlock,
     TemporalDownsample,
@@ -76,6 +77,8 @@ class _VideoConditioning:
     text: torch.Tensor | None  # (b, l, d)
     text_bias: torch.Tensor | None  # (b, 1, l): 0 keep, -10000 drop (diffusers' additive mask)
     temporal: torch.Tensor | None = None  # (b, d_time): what the temporal blocks read (temporal_conditioning)
+    # (level frames) -> (level frames, d_time): added per frame to ``temporal`` (temporal_frame_embedding)
+    frame_embedding: Callable[[int], torch.Tensor] | None = None
     _per_frame_count: dict = field(default_factory=dict)
 
     @staticmethod
@@ -91,7 +94,11 @@ class _VideoConditioning:
     def temporal_at(self, num_frames: int) -> torch.Tensor | None:
         key = ("temporal", num_frames)
         if key not in self._per_frame_count:
-            self._per_frame_count[key] = self._per_frame(self.temporal, num_frames)
+            per_frame = self._per_frame(self.temporal, num_frames)
+            if per_frame is not None and self.frame_embedding is not None:
+                # (t, d) tiled over the batch: frame f of every video, in (b t) order
+                per_frame = per_frame + self.frame_embedding(num_frames).repeat(self.temporal.shape[0], 1)
+            self._per_frame_count[key] = per_frame
         return self._per_frame_count[key]
 
 
@@ -197,6 +204,10 @@ class STUNet(nn.Module):
         # How that path pools the caption's text states: "mean", or "attention" (a learned query; equals
         # the mean at initialisation) so the direction word can stand out. Only with temporal_conditioning.
         temporal_text_pooling: str = "mean",
+        # Also add an embedding of each frame's time in the clip to that conditioning, so the blocks' scale/shift
+        # can depend on caption and frame together (where a "moving right" object is early vs late in the clip).
+        # Only with temporal_conditioning.
+        temporal_frame_embedding: bool = False,
     ):
         super().__init__()
         self._check_unet(unet)
@@ -231,6 +242,9 @@ class STUNet(nn.Module):
         self.temporal_text_embedding = (
             PooledTextEmbedding(unet_text_dim(unet), emb_dim, pooling=temporal_text_pooling) if temporal_conditioning else None
         )
+        if temporal_frame_embedding and not temporal_conditioning:
+            raise ConfigError("temporal_frame_embedding adds to the temporal blocks' conditioning: it needs temporal_conditioning=true")
+        self.temporal_frame_embedding = FrameTimeEmbedding(emb_dim) if temporal_frame_embedding else None
 
         def stack(level: int, channels: int) -> TemporalStack:
             blocks: list[nn.Module] = []
@@ -464,6 +478,8 @@ class STUNet(nn.Module):
         cond = self._video_conditioning(sample, timestep, encoder_hidden_states, encoder_attention_mask, class_labels)
         if self.temporal_text_embedding is not None:
             cond.temporal = cond.time + self.temporal_text_embedding(encoder_hidden_states, encoder_attention_mask)
+        if self.temporal_frame_embedding is not None:
+            cond.frame_embedding = lambda level_frames: self.temporal_frame_embedding(level_frames, t, sample.device, cond.temporal.dtype)
         if unet.config.center_input_sample:
             sample = 2 * sample - 1.0
         # Spatial sizes that are not multiples of the total spatial factor need explicit upsample sizes.

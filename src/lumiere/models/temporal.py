@@ -217,16 +217,42 @@ def _check_emb(module: nn.Module, emb: torch.Tensor | None, x: torch.Tensor) -> 
         raise ValueError(f"embedding for {emb.shape[0]} frames, features for {x.shape[0]}")
 
 
-def frame_position_encoding(num_frames: int, channels: int, device=None, dtype=None) -> torch.Tensor:
-    """Sinusoidal encoding of the frame index, shape (t, c) (Vaswani et al.; sin half, cos half)."""
+def sinusoidal_encoding(positions: torch.Tensor, channels: int, dtype=None) -> torch.Tensor:
+    """Sinusoidal encoding of (possibly fractional) positions (n,), shape (n, c) (Vaswani et al.; sin half, cos half)."""
     half = channels // 2
-    position = torch.arange(num_frames, device=device, dtype=torch.float32)[:, None]
-    frequency = torch.exp(-math.log(10_000.0) * torch.arange(half, device=device, dtype=torch.float32) / max(half, 1))
-    angles = position * frequency[None]
+    frequency = torch.exp(-math.log(10_000.0) * torch.arange(half, device=positions.device, dtype=torch.float32) / max(half, 1))
+    angles = positions.to(torch.float32)[:, None] * frequency[None]
     encoding = torch.cat([angles.sin(), angles.cos()], dim=1)
     if channels % 2:  # odd width: pad one zero column
         encoding = F.pad(encoding, (0, 1))
     return encoding.to(dtype=dtype or torch.float32)
+
+
+def frame_position_encoding(num_frames: int, channels: int, device=None, dtype=None) -> torch.Tensor:
+    """Sinusoidal encoding of the frame index, shape (t, c)."""
+    return sinusoidal_encoding(torch.arange(num_frames, device=device), channels, dtype)
+
+
+class FrameTimeEmbedding(nn.Module):
+    """Where each frame of the current level sits in the clip, as an embedding added to the temporal blocks' conditioning.
+
+    With temporal downsampling a level's frame i stands for input frames [i s, (i + 1) s) (s = T / t);
+    it is encoded at their centre, in input-frame units, so every level agrees on what "frame 6 of
+    the clip" means. Summed with the time and caption embeddings before the blocks' SiLU + linear
+    scale/shift, it lets a block's modulation depend on (caption, frame) jointly, e.g. "moving right"
+    and early in the clip: the object is on the left."""
+
+    def __init__(self, emb_dim: int):
+        super().__init__()
+        self.emb_dim = emb_dim
+        self.mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+    def forward(self, num_frames: int, clip_frames: int, device=None, dtype=None) -> torch.Tensor:
+        """-> (num_frames, emb_dim) for a level with ``num_frames`` of the clip's ``clip_frames``."""
+        stride = clip_frames / num_frames
+        centres = torch.arange(num_frames, device=device, dtype=torch.float32) * stride + (stride - 1) / 2
+        weight = self.mlp[0].weight
+        return self.mlp(sinusoidal_encoding(centres, self.emb_dim, dtype=weight.dtype)).to(dtype or weight.dtype)
 
 
 class TemporalAttentionBlock(nn.Module):
