@@ -1,4 +1,4 @@
-"""How well does a demo checkpoint follow its prompts? Two quick probes on the demo's slice.
+"""How well does a demo checkpoint follow its prompts? Three quick probes on the demo's slice.
 
 - ``t2i`` (a stage-0 T2I checkpoint): 12 prompts (4 colours x 3 shapes) x 4 samples; the
   colour accuracy is the fraction of samples whose dominant palette colour (and at least 4 pixels
@@ -6,6 +6,9 @@
 - ``stunet`` (a base STUNet checkpoint): 16 linear-motion prompts (each direction 4 times); the
   tracked direction accuracy (``lumiere.metrics.tracking``) of the prompted colour, and the same
   for any palette colour (motion right, colour wrong). Lost or static objects count as wrong.
+- ``caption-gap`` (a base STUNet checkpoint and the slice's folder): how much the loss rises when
+  the caption's direction word is flipped, against shuffling the frames, at fixed timesteps; and
+  what the word is worth to an ideal model at t = T (``ideal_direction_gain_at_T``).
 
 Not a timed benchmark: these numbers are about quality. The README's demo section lists what the
 demo configurations scored. Usage::
@@ -93,8 +96,39 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
+def ideal_direction_gain(restrictions: dict, render, num_clips: int = 384, seed: int = 1) -> dict:
+    """What the direction word can be worth at t = T, where x_t is pure noise and the best x0 guess is
+    the mean clip given the caption: the x0 MSE of the mean clip given colour and shape, against the
+    mean given colour, shape and direction (pooled within-group variances, ddof 1, over ``num_clips``
+    clips of the slice). A relative gain of 0 means the slice's clips give the word nothing to predict."""
+    import numpy as np
+
+    from lumiere.data.synthetic import sample_labels
+
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple, list] = {}
+    for i in range(num_clips):
+        label = sample_labels(rng, restrictions)
+        clip = render(label, 20_000 + i).astype(np.float32) / 127.5 - 1
+        groups.setdefault((label["color"], label["shape"], label["direction"]), []).append(clip)
+
+    def pooled_variance(members: list[list]) -> float:
+        sizes = [len(m) for m in members if len(m) > 1]
+        total = sum(np.stack(m).var(axis=0, ddof=1).mean() * (len(m) - 1) for m in members if len(m) > 1)
+        return float(total / max(sum(n - 1 for n in sizes), 1))
+
+    by_colour_shape: dict[tuple, list] = {}
+    for key, members in groups.items():
+        by_colour_shape.setdefault(key[:2], []).extend(members)
+    without, with_direction = pooled_variance(list(by_colour_shape.values())), pooled_variance(list(groups.values()))
+    return {"x0_mse_knowing_colour_shape": without, "x0_mse_knowing_colour_shape_direction": with_direction,
+            "relative_gain": (without - with_direction) / without, "num_clips": num_clips}
+
+
 def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48, num_frames: int = 16,
                           fps: float = 8.0, timesteps: tuple[int, ...] = (200, 500, 800, 950)) -> dict:
+    """The loss change when every caption's direction word is flipped, against shuffling the frames,
+    at fixed timesteps on ``num_clips`` fresh clips of the slice; plus ``ideal_direction_gain``."""
     import numpy as np
 
     from lumiere.data.synthetic import caption_from_labels, parse_restrictions, render_clip, sample_labels
@@ -107,9 +141,11 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
     rng = np.random.default_rng(seed)
     labels = [sample_labels(rng, restrictions) for _ in range(num_clips)]
     size = int(module.sample_size)
-    clips = [render_clip(label, num_frames, size, fps, seed=10_000 + i, object_scale=config.get("object_scale", 1.0),
-                         linear_start=config.get("linear_start", "anywhere"))
-             for i, label in enumerate(labels)]
+    def render(label, clip_seed):
+        return render_clip(label, num_frames, size, fps, seed=clip_seed, object_scale=config.get("object_scale", 1.0),
+                           linear_start=config.get("linear_start", "anywhere"))
+
+    clips = [render(label, 10_000 + i) for i, label in enumerate(labels)]
     x0 = torch.stack([torch.from_numpy(c).permute(3, 0, 1, 2).float() / 127.5 - 1 for c in clips])
     captions = [caption_from_labels(label) for label in labels]
     flipped = [caption.replace(f"moving {label['direction']}", f"moving {OPPOSITE[label['direction']]}")
@@ -129,7 +165,10 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
             base = loss(x0, true_cond, t)
             rows.append({"t": t, "loss": base, "direction_word_gap": loss(x0, flipped_cond, t) - base,
                          "shuffled_frames_gap": loss(x0[:, :, shuffle], true_cond, t) - base})
-    return {"num_clips": num_clips, "example": f"{captions[0]!r} -> {flipped[0]!r}", "gaps": rows}
+    for row in rows:
+        row["direction_word_gap_relative"] = row["direction_word_gap"] / row["loss"]
+    return {"num_clips": num_clips, "example": f"{captions[0]!r} -> {flipped[0]!r}", "gaps": rows,
+            "ideal_direction_gain_at_T": ideal_direction_gain(restrictions, render)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", default="data/demo", help="caption-gap: the slice's folder (its manifest.json)")
+    parser.add_argument("--timesteps", default="200,500,800,950,999",
+                        help="caption-gap: comma-separated timesteps (at 999 x_t is pure noise: only the caption informs)")
     parser.add_argument("--sheet", default=None, help="stunet: also save the probe's clips as a PNG sample sheet here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -152,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "t2i":
             result = t2i_colour_accuracy(module, args.steps, args.scheduler, args.guidance, args.seed)
         elif args.stage == "caption-gap":
-            result = caption_direction_gap(module, args.data, args.seed)
+            timesteps = tuple(int(t) for t in args.timesteps.split(","))
+            result = caption_direction_gap(module, args.data, args.seed, timesteps=timesteps)
         else:
             result = stunet_direction_accuracy(module, args.steps, args.scheduler, args.guidance, args.seed,
                                                sheet=args.sheet)
