@@ -80,6 +80,9 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
     predicted = direction_from_track(centroid / area[..., None], area)
     result["any_colour_direction_accuracy"] = sum(p == d for p, d in zip(predicted, directions)) / len(directions)
     result["any_colour_tracks"] = dict(Counter(predicted))
+    result["any_colour_prompted_vs_tracked"] = [f"{d}->{p}" for d, p in zip(directions, predicted)]
+    # The control: as often the opposite way as the prompted way means the word is not followed.
+    result["any_colour_opposite_direction_rate"] = sum(p == OPPOSITE[d] for p, d in zip(predicted, directions)) / len(directions)
     # Is it one object? The share of a clip's frames (with >= 4 palette pixels) whose dominant palette
     # colour is the clip's most common one, averaged over clips; and the share of frames with an object.
     kept = []
