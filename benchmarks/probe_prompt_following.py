@@ -116,9 +116,9 @@ def ideal_direction_gain(restrictions: dict, render, num_clips: int = 384, seed:
         groups.setdefault((label["color"], label["shape"], label["direction"]), []).append(clip)
 
     def pooled_variance(members: list[list]) -> float:
-        sizes = [len(m) for m in members if len(m) > 1]
-        total = sum(np.stack(m).var(axis=0, ddof=1).mean() * (len(m) - 1) for m in members if len(m) > 1)
-        return float(total / max(sum(n - 1 for n in sizes), 1))
+        members = [m for m in members if len(m) > 1]  # a lone clip has no within-group variance
+        total = sum(np.stack(m).var(axis=0, ddof=1).mean() * (len(m) - 1) for m in members)
+        return float(total / max(sum(len(m) - 1 for m in members), 1))
 
     by_colour_shape: dict[tuple, list] = {}
     for key, members in groups.items():

@@ -373,8 +373,8 @@ def test_frame_time_embedding_keeps_the_init_equality_and_makes_the_modulation_d
         per_video = emb if emb.ndim == 3 else emb.reshape(batch, -1, emb.shape[-1])
         frame_counts.add(per_video.shape[1])
         assert (per_video[:, 0] - per_video[:, -1]).abs().max() > 1e-4  # first and last frame differ
-    assert frame_counts == ({frames, frames // model.temporal_factor} | ({frames // 2} if model.temporal_factor > 2 else set())
-                            if resampling else {frames})
+    # every level's frame count: T, T/2, ... T/N (only T without resampling)
+    assert frame_counts == {frames >> k for k in range(len(model.temporal_downsample_levels) + 1)}
     # Trainable, and part of the temporal checkpoint.
     names = [n for n, _ in model.trainable_named_parameters()]
     assert any(n.startswith("temporal_frame_embedding.") for n in names)
