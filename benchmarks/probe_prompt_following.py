@@ -9,6 +9,10 @@
 - ``caption-gap`` (a base STUNet checkpoint and the slice's folder): how much the loss rises when
   the caption's direction word is flipped, against shuffling the frames, at fixed timesteps; and
   what the word is worth to an ideal model at t = T (``ideal_direction_gain_at_T``).
+- ``fit-at-T`` (a base STUNet checkpoint and the slice's folder): fine-tunes a copy for a few
+  minutes at t near T only and reports whether its x0 guess from pure noise gets any better than
+  the slice's average clip, and whether that guess has the prompted colour. A fast check (about
+  1 s a step on 2 cores) of whether a configuration *can* learn what the caption says at high noise.
 
 Not a timed benchmark: these numbers are about quality. The README's demo section lists what the
 demo configurations scored. Usage::
@@ -16,6 +20,7 @@ demo configurations scored. Usage::
     python benchmarks/probe_prompt_following.py t2i outputs/demo_t2i/demo/checkpoints/last.ckpt
     python benchmarks/probe_prompt_following.py stunet outputs/demo_stunet/demo/checkpoints/last.ckpt --scheduler ddpm
     python benchmarks/probe_prompt_following.py caption-gap outputs/demo_stunet/demo/checkpoints/last.ckpt --data data/demo
+    python benchmarks/probe_prompt_following.py fit-at-T outputs/demo_stunet/demo/checkpoints/last.ckpt --data data/demo --threads 2
 """
 
 from __future__ import annotations
@@ -124,8 +129,32 @@ def ideal_direction_gain(restrictions: dict, render, num_clips: int = 384, seed:
     for key, members in groups.items():
         by_colour_shape.setdefault(key[:2], []).extend(members)
     without, with_direction = pooled_variance(list(by_colour_shape.values())), pooled_variance(list(groups.values()))
-    return {"x0_mse_knowing_colour_shape": without, "x0_mse_knowing_colour_shape_direction": with_direction,
+    knowing_nothing = pooled_variance([[clip for members in groups.values() for clip in members]])
+    return {"x0_mse_knowing_nothing": knowing_nothing, "x0_mse_knowing_colour_shape": without,
+            "x0_mse_knowing_colour_shape_direction": with_direction,
             "relative_gain": (without - with_direction) / without, "num_clips": num_clips}
+
+
+def _slice(data_dir: str, size: int):
+    """The slice's restrictions and a renderer of its clips (16 frames at 8 fps, its object scale and start rule)."""
+    from lumiere.data.synthetic import parse_restrictions, render_clip
+
+    with open(os.path.join(data_dir, "manifest.json")) as handle:
+        config = json.load(handle)["config"]
+    restrictions = parse_restrictions(config.get("restrictions") or {})
+    if restrictions.get("motion") != ["linear"]:
+        raise ConfigError(f"this probe needs a linear-motion slice (--restrict motion=linear), {data_dir} has {restrictions.get('motion')}")
+
+    def render(label, clip_seed, num_frames: int = 16, fps: float = 8.0):
+        return render_clip(label, num_frames, size, fps, seed=clip_seed, object_scale=config.get("object_scale", 1.0),
+                           linear_start=config.get("linear_start", "anywhere"))
+
+    return restrictions, render
+
+
+def _as_video(clips) -> torch.Tensor:
+    """uint8 clips (t, h, w, c) -> a (B, C, T, H, W) batch in [-1, 1]."""
+    return torch.stack([torch.from_numpy(c).permute(3, 0, 1, 2).float() / 127.5 - 1 for c in clips])
 
 
 def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48, num_frames: int = 16,
@@ -134,22 +163,12 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
     at fixed timesteps on ``num_clips`` fresh clips of the slice; plus ``ideal_direction_gain``."""
     import numpy as np
 
-    from lumiere.data.synthetic import caption_from_labels, parse_restrictions, render_clip, sample_labels
+    from lumiere.data.synthetic import caption_from_labels, sample_labels
 
-    with open(os.path.join(data_dir, "manifest.json")) as handle:
-        config = json.load(handle)["config"]
-    restrictions = parse_restrictions(config.get("restrictions") or {})
-    if restrictions.get("motion") != ["linear"]:
-        raise ConfigError(f"caption-gap needs a linear-motion slice (--restrict motion=linear), {data_dir} has {restrictions.get('motion')}")
+    restrictions, render = _slice(data_dir, int(module.sample_size))
     rng = np.random.default_rng(seed)
     labels = [sample_labels(rng, restrictions) for _ in range(num_clips)]
-    size = int(module.sample_size)
-    def render(label, clip_seed):
-        return render_clip(label, num_frames, size, fps, seed=clip_seed, object_scale=config.get("object_scale", 1.0),
-                           linear_start=config.get("linear_start", "anywhere"))
-
-    clips = [render(label, 10_000 + i) for i, label in enumerate(labels)]
-    x0 = torch.stack([torch.from_numpy(c).permute(3, 0, 1, 2).float() / 127.5 - 1 for c in clips])
+    x0 = _as_video([render(label, 10_000 + i, num_frames, fps) for i, label in enumerate(labels)])
     captions = [caption_from_labels(label) for label in labels]
     flipped = [caption.replace(f"moving {label['direction']}", f"moving {OPPOSITE[label['direction']]}")
                for caption, label in zip(captions, labels)]
@@ -174,9 +193,86 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
             "ideal_direction_gain_at_T": ideal_direction_gain(restrictions, render)}
 
 
+def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[int, int] = (990, 999), lr: float = 2e-3,
+             unfreeze: bool = False, batch_size: int = 4, num_eval: int = 32, eval_every: int = 50) -> dict:
+    """Can this network learn what the caption says about x0 at t = T? Fine-tune a copy of the checkpoint
+    (its trainable weights; with ``unfreeze`` the whole U-Net too, a control) with AdamW for ``steps`` batches
+    of fresh slice clips at t drawn from ``t_range``, and watch the x0 loss at t = 999 on fixed clips with
+    their true captions, with captions shifted by one clip (wrong ones) and with the direction word
+    flipped, against what the slice's mean
+    clip scores knowing nothing, colour and shape, or also the direction (``ideal_direction_gain``).
+    Also reports, for two captions, the per-channel mean of the network's x0 guess from pure noise (8
+    noise draws) beside that of the caption's clips: whether the guess has even the prompted colour."""
+    import numpy as np
+
+    from lumiere.data.synthetic import caption_from_labels, sample_labels
+
+    restrictions, render = _slice(data_dir, int(module.sample_size))
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    labels = [sample_labels(rng, restrictions) for _ in range(num_eval)]
+    eval_x0 = _as_video([render(label, 10_000 + i) for i, label in enumerate(labels)])
+    eval_noise = module.objective.draw_noise(tuple(eval_x0.shape), generator=generator)
+    captions = [caption_from_labels(label) for label in labels]
+    flipped = [caption.replace(f"moving {label['direction']}", f"moving {OPPOSITE[label['direction']]}")
+               for caption, label in zip(captions, labels)]
+    probes = {}  # two fixed captions, and the mean of 64 of their clips
+    for colour, shape, direction in (("red", "circle", "right"), ("blue", "square", "up")):
+        label = {**sample_labels(rng, restrictions), "color": colour, "shape": shape, "direction": direction}
+        clip_mean = _as_video([render(label, 30_000 + i) for i in range(64)]).mean(dim=0)
+        probes[caption_from_labels(label)] = clip_mean.mean(dim=(1, 2, 3))
+
+    if unfreeze:
+        for stunet in (m for m in module.modules() if hasattr(m, "unet") and hasattr(m, "temporal_factor")):
+            stunet.unet.requires_grad_(True)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    ts_999 = torch.full((num_eval,), module.objective.num_train_timesteps - 1)
+
+    def evaluate(step: int) -> dict:
+        module.eval()
+        with torch.no_grad():
+            cond = module.encode_text(captions)
+            wrong = {k: torch.roll(v, 1, dims=0) for k, v in cond.items()}
+            row = {"step": step}
+            for name, c in (("loss_at_T", cond), ("loss_at_T_wrong_captions", wrong),
+                            ("loss_at_T_flipped_direction", module.encode_text(flipped))):
+                row[name] = float(module.objective.loss(module.network_forward, eval_x0, c, timesteps=ts_999, noise=eval_noise)[0])
+            guesses = {}
+            for caption, clip_channel_mean in probes.items():
+                c = module.encode_text([caption] * 8)
+                noise = torch.randn((8, *eval_x0.shape[1:]), generator=torch.Generator().manual_seed(seed + 1))
+                x0_hat = module.objective.predict_x0(module.network_forward(noise, ts_999[:8], c), noise, ts_999[:8])
+                guesses[caption] = {"guess_rgb": [round(float(v), 3) for v in x0_hat.mean(dim=(0, 2, 3, 4))],
+                                    "clips_rgb": [round(float(v), 3) for v in clip_channel_mean]}
+            row["mean_rgb_from_pure_noise"] = guesses
+        module.train()
+        return row
+
+    trajectory = [evaluate(0)]
+    losses = []
+    for step in range(1, steps + 1):
+        batch_labels = [sample_labels(rng, restrictions) for _ in range(batch_size)]
+        x0 = _as_video([render(label, 100_000 + batch_size * step + i) for i, label in enumerate(batch_labels)])
+        with torch.no_grad():
+            cond = module.encode_text([caption_from_labels(label) for label in batch_labels])
+        t = torch.randint(t_range[0], t_range[1] + 1, (batch_size,), generator=generator)
+        loss = module.objective.loss(module.network_forward, x0, cond, timesteps=t, generator=generator)[0]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if step % eval_every == 0 or step == steps:
+            trajectory.append({**evaluate(step), "train_loss": float(np.mean(losses[-eval_every:]))})
+    return {"t_range": list(t_range), "lr": lr, "unfreeze": unfreeze, "batch_size": batch_size,
+            "trainable_parameters": sum(p.numel() for p in params), "trajectory": trajectory,
+            "ideal_at_T": ideal_direction_gain(restrictions, render)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("t2i", "stunet", "caption-gap"))
+    parser.add_argument("stage", choices=("t2i", "stunet", "caption-gap", "fit-at-T"))
     parser.add_argument("ckpt", help="a Lightning checkpoint of that stage (EMA weights are used)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--scheduler", default=None, help="ddpm | ddim | dpmsolver++ (default: the checkpoint's)")
@@ -186,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/demo", help="caption-gap: the slice's folder (its manifest.json)")
     parser.add_argument("--timesteps", default="200,500,800,950,999",
                         help="caption-gap: comma-separated timesteps (at 999 x_t is pure noise: only the caption informs)")
+    parser.add_argument("--fit-steps", type=int, default=150, help="fit-at-T: batches of 4 fresh clips")
+    parser.add_argument("--t-range", default="990,999", help="fit-at-T: the timesteps it trains on (lo,hi)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="fit-at-T: AdamW learning rate")
+    parser.add_argument("--unfreeze", action="store_true", help="fit-at-T: train the frozen T2I U-Net too (a control)")
     parser.add_argument("--sheet", default=None, help="stunet: also save the probe's clips as a PNG sample sheet here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -198,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.stage == "caption-gap":
             timesteps = tuple(int(t) for t in args.timesteps.split(","))
             result = caption_direction_gap(module, args.data, args.seed, timesteps=timesteps)
+        elif args.stage == "fit-at-T":
+            lo, hi = (int(t) for t in args.t_range.split(","))
+            result = fit_at_t(module, args.data, args.seed, steps=args.fit_steps, t_range=(lo, hi), lr=args.lr,
+                              unfreeze=args.unfreeze)
         else:
             result = stunet_direction_accuracy(module, args.steps, args.scheduler, args.guidance, args.seed,
                                                sheet=args.sheet)

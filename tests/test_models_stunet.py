@@ -382,6 +382,34 @@ def test_frame_time_embedding_keeps_the_init_equality_and_makes_the_modulation_d
         STUNet(unet, temporal_frame_embedding=True)
 
 
+@pytest.mark.parametrize("resampling", [False, True])
+def test_layout_shift_keeps_the_init_equality_trains_and_needs_conditioning(unets, resampling):
+    unet = unets["if_stage1_tiny"]
+    torch.manual_seed(8)
+    model = STUNet(unet, temporal_resampling=resampling, temporal_conditioning=True, temporal_frame_embedding=True,
+                   temporal_layout_frequencies=3, num_temporal_attention_layers=2)
+    inputs = _inputs(unet)
+    n = model.temporal_factor
+    with torch.no_grad():
+        assert (model(*inputs)[:, :, ::n] - _unet_per_frame(unet, *inputs)[:, :, ::n]).abs().max() <= TOL
+    layouts = [m.layout_shift for m in model.modules() if getattr(m, "layout_shift", None) is not None]
+    blocks = [m for m in model.modules() if type(m).__name__ in ("FactorizedSpaceTimeConvBlock", "TemporalAttentionBlock")]
+    assert layouts and len(layouts) == len(blocks)  # every temporal block, conv and attention, at every level
+    names = [name for name, _ in model.trainable_named_parameters() if ".layout_shift." in name]
+    assert len(names) == 2 * len(layouts) and set(names) <= set(model.trainable_state_dict())
+    # Past initialisation the layout path changes the output (it is wired in, not just built).
+    _perturb_trainable(model)
+    with torch.no_grad():
+        reference = model(*inputs)
+        for layout in layouts:
+            layout.proj.weight.zero_()
+            layout.proj.bias.zero_()
+        assert (reference - model(*inputs)).abs().max() > 1e-3
+    for bad in ({"temporal_layout_frequencies": 3}, {"temporal_conditioning": True, "temporal_layout_frequencies": -1}):
+        with pytest.raises(ConfigError, match="temporal_layout_frequencies"):
+            STUNet(unet, **bad)
+
+
 def test_frame_time_embedding_encodes_clip_time_consistently_across_levels():
     from lumiere.models.temporal import FrameTimeEmbedding, sinusoidal_encoding
 

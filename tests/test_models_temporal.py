@@ -126,3 +126,54 @@ def test_attention_pooling_of_the_caption_starts_as_the_mean_and_can_single_out_
     assert [n for n, p in attention.named_parameters() if n.startswith(("key", "query"))] == ["query", "key.weight"]
     with pytest.raises(ConfigError, match="pooling"):
         PooledTextEmbedding(16, 12, pooling="max")
+
+
+def test_layout_shift_starts_at_zero_and_writes_a_resolution_independent_smooth_map():
+    from lumiere.models.temporal import SpatialLayoutShift
+
+    layout = SpatialLayoutShift(emb_dim=6, channels=3, frequencies=4)
+    emb = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    assert layout(emb, 8, 8).abs().max() == 0  # zero projection: no shift at initialisation
+    basis = layout.basis(8, 8)
+    assert basis.shape == (16, 8, 8)
+    # DCT-II: the first map is constant, and the maps are orthogonal (with norms h w / (2^[u>0] 2^[v>0])).
+    assert torch.allclose(basis[0], torch.ones(8, 8))
+    gram = torch.einsum("khw,lhw->kl", basis, basis)
+    assert torch.allclose(gram, torch.diag(torch.diagonal(gram)), atol=1e-4)
+    # The same coefficients mean the same layout at every level: pooling the 16x16 map to 8x8 gives
+    # nearly the 8x8 map (exactly so for the constant term), e.g. "object on the left" at every level.
+    with torch.no_grad():
+        layout.proj.weight.normal_(generator=torch.Generator().manual_seed(2))
+    fine, coarse = layout(emb, 16, 16), layout(emb, 8, 8)
+    pooled = torch.nn.functional.avg_pool2d(fine, 2)
+    assert (pooled - coarse).abs().max() < 0.15 * coarse.abs().max()
+    with pytest.raises(ConfigError, match="frequency"):
+        SpatialLayoutShift(6, 3, frequencies=0)
+
+
+@pytest.mark.parametrize("block_type", [FactorizedSpaceTimeConvBlock, TemporalAttentionBlock])
+def test_layout_shift_lets_the_embedding_say_where(block_type):
+    # A frame whose features are the same at every pixel: FiLM alone (a per-frame scale and shift) keeps
+    # the attention block's output the same at every pixel; the layout shift makes it depend on the place.
+    torch.manual_seed(3)
+    features = torch.randn(T, C, 1, 1).expand(T, C, H, W).contiguous()  # one video, constant in space
+    emb = torch.randn(T, 16)
+
+    def spatial_spread(block):
+        with torch.no_grad():
+            # past initialisation (the same draw for both blocks): the block's output shows its inside
+            block.proj_out.weight.normal_(generator=torch.Generator().manual_seed(0))
+            out = block(features, num_frames=T, emb=emb)
+        return (out - out.mean(dim=(-2, -1), keepdim=True)).abs().max().item()
+
+    plain = block_type(C, emb_dim=16)
+    with_layout = block_type(C, emb_dim=16, layout_frequencies=3)
+    with_layout.load_state_dict(plain.state_dict(), strict=False)
+    assert spatial_spread(with_layout) == pytest.approx(spatial_spread(plain), abs=1e-6)  # zero at init: same block
+    with torch.no_grad():
+        with_layout.layout_shift.proj.weight.normal_()
+    if block_type is TemporalAttentionBlock:
+        assert spatial_spread(plain) < 1e-5
+    assert spatial_spread(with_layout) > spatial_spread(plain) + 1e-2
+    with pytest.raises(ConfigError, match="temporal_conditioning"):
+        block_type(C, layout_frequencies=3)

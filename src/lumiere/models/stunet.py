@@ -208,6 +208,10 @@ class STUNet(nn.Module):
         # can depend on caption and frame together (where a "moving right" object is early vs late in the clip).
         # Only with temporal_conditioning.
         temporal_frame_embedding: bool = False,
+        # Also let that conditioning write a smooth spatial map into every temporal block (a shift built from the
+        # k x k lowest 2D cosines, k = this value; 0 = off), so caption and frame can say *where* as well as *what*.
+        # Not in the paper; only with temporal_conditioning. See temporal.SpatialLayoutShift.
+        temporal_layout_frequencies: int = 0,
     ):
         super().__init__()
         self._check_unet(unet)
@@ -245,13 +249,22 @@ class STUNet(nn.Module):
         if temporal_frame_embedding and not temporal_conditioning:
             raise ConfigError("temporal_frame_embedding adds to the temporal blocks' conditioning: it needs temporal_conditioning=true")
         self.temporal_frame_embedding = FrameTimeEmbedding(emb_dim) if temporal_frame_embedding else None
+        if temporal_layout_frequencies < 0 or (temporal_layout_frequencies and not temporal_conditioning):
+            raise ConfigError(
+                f"temporal_layout_frequencies={temporal_layout_frequencies}: use 0 (off) or k >= 1 with temporal_conditioning=true"
+            )
+        layout = temporal_layout_frequencies
 
         def stack(level: int, channels: int) -> TemporalStack:
             blocks: list[nn.Module] = []
             if level in self.conv_block_levels:
-                blocks.append(FactorizedSpaceTimeConvBlock(channels, temporal_kernel=temporal_kernel_size, emb_dim=emb_dim))
+                blocks.append(
+                    FactorizedSpaceTimeConvBlock(channels, temporal_kernel=temporal_kernel_size, emb_dim=emb_dim, layout_frequencies=layout)
+                )
             if level in self.attention_levels:
-                blocks.append(TemporalAttentionBlock(channels, _num_heads(channels, temporal_attention_head_dim), emb_dim=emb_dim))
+                blocks.append(
+                    TemporalAttentionBlock(channels, _num_heads(channels, temporal_attention_head_dim), emb_dim=emb_dim, layout_frequencies=layout)
+                )
             return TemporalStack(blocks)
 
         # Down path: level i is down block i (its layers run at the level's resolution and frame count).
@@ -268,7 +281,7 @@ class STUNet(nn.Module):
         mid_channels = down_blocks[-1].resnets[-1].out_channels
         heads = _num_heads(mid_channels, temporal_attention_head_dim)
         self.mid_temporal = TemporalStack(
-            [TemporalAttentionBlock(mid_channels, heads, emb_dim=emb_dim) for _ in range(num_temporal_attention_layers)]
+            [TemporalAttentionBlock(mid_channels, heads, emb_dim=emb_dim, layout_frequencies=layout) for _ in range(num_temporal_attention_layers)]
         )
 
         # Up path: up block j works at level L-1-j and its upsampler undoes down block L-2-j's downsampler.

@@ -130,7 +130,9 @@ def _group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
 class FactorizedSpaceTimeConvBlock(nn.Module):
     """(2+1)D factorized space-time convolution with a zero-initialised output projection (Fig. 4b, App. B)."""
 
-    def __init__(self, channels: int, spatial_kernel: int = 3, temporal_kernel: int = 3, emb_dim: int | None = None):
+    def __init__(
+        self, channels: int, spatial_kernel: int = 3, temporal_kernel: int = 3, emb_dim: int | None = None, layout_frequencies: int = 0
+    ):
         super().__init__()
         _check_kernel(spatial_kernel)
         _check_kernel(temporal_kernel)
@@ -139,6 +141,7 @@ class FactorizedSpaceTimeConvBlock(nn.Module):
         self.temporal_norm = _group_norm(channels)
         self.temporal_conv = nn.Conv1d(channels, channels, temporal_kernel, padding=temporal_kernel // 2)
         self.emb_modulation = EmbeddingModulation(emb_dim, channels) if emb_dim else None
+        self.layout_shift = _layout_shift(emb_dim, channels, layout_frequencies)
         # The "linear projection" of App. B: a 1x1 map initialised to zero, so the block starts as
         # the identity and the inflated net starts from the pre-trained text-to-image net.
         self.proj_out = nn.Conv2d(channels, channels, 1)
@@ -152,6 +155,8 @@ class FactorizedSpaceTimeConvBlock(nn.Module):
         h = self.temporal_norm(h)
         if emb is not None:
             h = self.emb_modulation(h, emb)
+            if self.layout_shift is not None:
+                h = h + self.layout_shift(emb, *h.shape[-2:])
         h = _temporal_conv1d(self.temporal_conv, F.silu(h), num_frames)
         return x + self.proj_out(h)
 
@@ -169,6 +174,40 @@ class EmbeddingModulation(nn.Module):
         if h.ndim == 4:  # ((b t), c, h, w)
             scale, shift = scale[..., None, None], shift[..., None, None]
         return h * (1 + scale) + shift
+
+
+class SpatialLayoutShift(nn.Module):
+    """A per-frame spatial map from the conditioning embedding, added to the normalised features (not in the paper).
+
+    FiLM (``EmbeddingModulation``) gives every pixel of a frame the same scale and shift, so on its own
+    the caption can change *what* a temporal block does but not *where*: the place of a "moving right"
+    object in frame f has to come from the frozen 2D features, which at high noise say little. This
+    module writes a smooth layout instead: the map is a sum of the ``frequencies`` x ``frequencies``
+    lowest 2D cosines (a DCT-II basis over the feature map, so the same layout at every resolution),
+    with coefficients per channel read linearly from the embedding (caption, diffusion time and, with
+    ``FrameTimeEmbedding``, the frame's time in the clip). Its projection starts at zero: no shift."""
+
+    def __init__(self, emb_dim: int, channels: int, frequencies: int = 4):
+        super().__init__()
+        if frequencies < 1:
+            raise ConfigError(f"temporal layout needs at least 1 frequency per axis, got {frequencies}")
+        self.channels = channels
+        self.frequencies = frequencies
+        self.proj = nn.Linear(emb_dim, channels * frequencies * frequencies)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def basis(self, height: int, width: int, device=None, dtype=None) -> torch.Tensor:
+        """(k, h, w), k = frequencies^2: cos(pi u (y + 1/2) / h) cos(pi v (x + 1/2) / w) for u, v < frequencies."""
+        f = torch.arange(self.frequencies, device=device, dtype=torch.float32)
+        rows = torch.cos(math.pi * f[:, None] * (torch.arange(height, device=device) + 0.5)[None] / height)  # (f, h)
+        cols = torch.cos(math.pi * f[:, None] * (torch.arange(width, device=device) + 0.5)[None] / width)  # (f, w)
+        return torch.einsum("uh,vw->uvhw", rows, cols).reshape(-1, height, width).to(dtype=dtype)
+
+    def forward(self, emb: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """emb: ((b t), emb_dim) -> the shift map ((b t), c, h, w)."""
+        coefficients = self.proj(F.silu(emb)).view(emb.shape[0], self.channels, -1)  # (n, c, k)
+        return torch.einsum("nck,khw->nchw", coefficients, self.basis(height, width, emb.device, coefficients.dtype))
 
 
 class PooledTextEmbedding(nn.Module):
@@ -207,6 +246,14 @@ class PooledTextEmbedding(nn.Module):
             scores = scores.masked_fill(~mask.bool(), float("-inf"))
         weights = torch.softmax(scores, dim=1).nan_to_num(0.0)  # a caption with no tokens pools to 0
         return self.mlp(torch.einsum("bl,bld->bd", weights, states))
+
+
+def _layout_shift(emb_dim: int | None, channels: int, frequencies: int) -> SpatialLayoutShift | None:
+    if not frequencies:
+        return None
+    if not emb_dim:
+        raise ConfigError("a temporal layout shift is read from the conditioning embedding: it needs temporal_conditioning")
+    return SpatialLayoutShift(emb_dim, channels, frequencies)
 
 
 def _check_emb(module: nn.Module, emb: torch.Tensor | None, x: torch.Tensor) -> None:
@@ -258,7 +305,7 @@ class FrameTimeEmbedding(nn.Module):
 class TemporalAttentionBlock(nn.Module):
     """Self-attention across frames at every pixel with a frame position encoding and zero-initialised output (Fig. 4c, App. B)."""
 
-    def __init__(self, channels: int, num_heads: int = 1, emb_dim: int | None = None):
+    def __init__(self, channels: int, num_heads: int = 1, emb_dim: int | None = None, layout_frequencies: int = 0):
         super().__init__()
         if num_heads < 1 or channels % num_heads != 0:
             raise ConfigError(f"temporal attention: {channels} channels cannot be split into {num_heads} heads")
@@ -266,6 +313,7 @@ class TemporalAttentionBlock(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.to_qkv = nn.Linear(channels, 3 * channels)
         self.emb_modulation = EmbeddingModulation(emb_dim, channels) if emb_dim else None
+        self.layout_shift = _layout_shift(emb_dim, channels, layout_frequencies)
         self.proj_out = nn.Linear(channels, channels)  # zero-initialised: identity block at init
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
@@ -281,6 +329,8 @@ class TemporalAttentionBlock(nn.Module):
         if emb is not None:  # ((b t), d) -> (b h w) t d: every pixel of a frame gets its frame's embedding
             per_token = rearrange(emb, "(b t) d -> b t d", t=num_frames).repeat_interleave(h * w, dim=0)
             normed = self.emb_modulation(normed, per_token)
+            if self.layout_shift is not None:
+                normed = normed + rearrange(self.layout_shift(emb, h, w), "(b t) c h w -> (b h w) t c", t=num_frames)
         normed = normed + frame_position_encoding(num_frames, normed.shape[-1], normed.device, normed.dtype)
         q, k, v = rearrange(self.to_qkv(normed), "n t (three heads d) -> three n heads t d", three=3, heads=self.num_heads)
         attended = F.scaled_dot_product_attention(q, k, v)
