@@ -2,7 +2,8 @@
 
 - ``t2i`` (a stage-0 T2I checkpoint): 12 prompts (4 colours x 3 shapes) x 4 samples; the
   colour accuracy is the fraction of samples whose dominant palette colour (and at least 4 pixels
-  of it) is the prompted one. Chance: 0.25.
+  of it) is the prompted one. Chance: 0.25. Also ``colour_from_pure_noise``: whether the colour
+  word moves the x0 guess at t = T at all.
 - ``stunet`` (a base STUNet checkpoint): 16 linear-motion prompts (each direction 4 times); the
   tracked direction accuracy (``lumiere.metrics.tracking``) of the prompted colour, and the same
   for any palette colour (motion right, colour wrong). Lost or static objects count as wrong.
@@ -53,7 +54,26 @@ def t2i_colour_accuracy(module, steps: int, scheduler: str | None, guidance: flo
                          for k in range(len(PALETTE_NAMES))], dim=1)  # (prompts, colours, samples)
     wanted = torch.tensor([PALETTE_NAMES.index(p.split()[1]) for p in prompts])[:, None]
     hits = (areas.argmax(dim=1) == wanted) & (areas.max(dim=1).values >= 4)
-    return {"colour_accuracy": float(hits.float().mean()), "num_samples": int(hits.numel()), "chance": 0.25}
+    return {"colour_accuracy": float(hits.float().mean()), "num_samples": int(hits.numel()), "chance": 0.25,
+            "colour_from_pure_noise": colour_from_pure_noise(module, seed)}
+
+
+def colour_from_pure_noise(module, seed: int, num_images: int = 8) -> dict:
+    """Does the caption reach the x0 guess at t = T, where x_t is pure noise? The mean RGB of the guess for
+    "a <colour> circle ..." (``num_images`` noise draws, the same for every colour), and the largest
+    difference between two colours' guesses in any channel. On the slice's clips the colour moves a
+    channel's clip mean by about 0.2 (e.g. red clips (-0.43, -0.65, -0.62), blue (-0.63, -0.59, -0.42))."""
+    t = torch.full((num_images,), module.objective.num_train_timesteps - 1)
+    noise = torch.randn(module.sample_shape(num_images, 1), generator=torch.Generator().manual_seed(seed + 1))
+    guesses = {}
+    with torch.no_grad():
+        for colour in COLOURS:
+            cond = module.encode_text([f"a {colour} circle moving right at medium speed on a plain background"] * num_images)
+            x0_hat = module.objective.predict_x0(module.network_forward(noise, t, cond), noise, t)
+            guesses[colour] = x0_hat.mean(dim=(0, 2, 3, 4))
+    spread = torch.stack(list(guesses.values())).amax(dim=0) - torch.stack(list(guesses.values())).amin(dim=0)
+    return {"guess_rgb": {c: [round(float(v), 3) for v in g] for c, g in guesses.items()},
+            "largest_channel_spread": round(float(spread.max()), 4)}
 
 
 def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidance: float | None, seed: int,
