@@ -314,6 +314,12 @@ def test_attention_pooled_temporal_conditioning_keeps_the_2d_equality_and_checks
         assert (model(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
     with pytest.raises(ConfigError, match="temporal_text_pooling"):
         STUNet(unet, temporal_conditioning=True, temporal_text_pooling="max")
+    # Positional pooling (not zero at initialisation) still leaves the inflated net equal to the 2D net.
+    positional = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, temporal_text_pooling="positional",
+                        temporal_text_tokens=8, num_temporal_attention_layers=2)
+    assert positional.temporal_text_embedding.sequence.in_features == 8 * unet_text_dim(unet)
+    with torch.no_grad():
+        assert (positional(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
 
 
 def test_temporal_conditioning_feeds_the_embedding_to_every_temporal_block(unets):

@@ -177,3 +177,35 @@ def test_layout_shift_lets_the_embedding_say_where(block_type):
     assert spatial_spread(with_layout) > spatial_spread(plain) + 1e-2
     with pytest.raises(ConfigError, match="temporal_conditioning"):
         block_type(C, layout_frequencies=3)
+
+
+def test_positional_pooling_keeps_a_one_word_change_large_where_the_mean_shrinks_it():
+    from lumiere.models.temporal import PooledTextEmbedding
+
+    torch.manual_seed(0)
+    text = torch.randn(2, 40, 16)
+    text[1] = text[0]
+    text[1, 10:13] = torch.randn(3, 16)  # caption 1 differs from caption 0 in one short word (3 of 40 tokens)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mean = PooledTextEmbedding(16, 12)
+    positional = PooledTextEmbedding(16, 12, pooling="positional", num_tokens=48)
+    positional.norm.load_state_dict(mean.norm.state_dict())
+    positional.mlp.load_state_dict(mean.mlp.state_dict())
+    with torch.no_grad():
+        pooled_mean, pooled_positional = mean(text, mask), positional(text, mask)
+
+        def relative_change(pooled):
+            return float((pooled[0] - pooled[1]).norm() / pooled[0].norm())
+
+        assert relative_change(pooled_positional) > 3 * relative_change(pooled_mean)
+        # Its mean part is the mean pooling; the sequence part reads padding (and masked tokens) as zeros.
+        sequence = positional.norm(text) * mask[..., None]
+        expected = pooled_mean + positional.sequence(torch.nn.functional.pad(sequence, (0, 0, 0, 8)).flatten(1))
+        torch.testing.assert_close(pooled_positional, expected)
+        short_mask = mask.clone()
+        short_mask[:, 30:] = False
+        cut = positional(text[:, :30], short_mask[:, :30])
+        torch.testing.assert_close(positional(text, short_mask), cut)  # masked tokens = absent tokens
+        assert positional(torch.randn(2, 60, 16), torch.ones(2, 60, dtype=torch.bool)).shape == (2, 12)  # cut to 48
+    with pytest.raises(ConfigError, match="num_tokens"):
+        PooledTextEmbedding(16, 12, pooling="positional", num_tokens=0)

@@ -201,9 +201,11 @@ class STUNet(nn.Module):
         # (FiLM). Not in the paper: a small frozen T2I trained on stills carries little of the caption's motion
         # words in its features (measured in the README's demo section).
         temporal_conditioning: bool = False,
-        # How that path pools the caption's text states: "mean", or "attention" (a learned query; equals
-        # the mean at initialisation) so the direction word can stand out. Only with temporal_conditioning.
+        # How that path pools the caption's text states: "mean"; "attention" (a learned query; equals the mean at
+        # initialisation); or "positional" (the mean plus a linear map of the whole token sequence, so a word that
+        # changes a few tokens is not averaged away). Only with temporal_conditioning. See PooledTextEmbedding.
         temporal_text_pooling: str = "mean",
+        temporal_text_tokens: int = 112,  # how many tokens "positional" pooling reads (the text encoder's max_length)
         # Also add an embedding of each frame's time in the clip to that conditioning, so the blocks' scale/shift
         # can depend on caption and frame together (where a "moving right" object is early vs late in the clip).
         # Only with temporal_conditioning.
@@ -244,7 +246,9 @@ class STUNet(nn.Module):
         self.temporal_conditioning = temporal_conditioning
         emb_dim = self._embedding_dim(unet) if temporal_conditioning else None
         self.temporal_text_embedding = (
-            PooledTextEmbedding(unet_text_dim(unet), emb_dim, pooling=temporal_text_pooling) if temporal_conditioning else None
+            PooledTextEmbedding(unet_text_dim(unet), emb_dim, pooling=temporal_text_pooling, num_tokens=temporal_text_tokens)
+            if temporal_conditioning
+            else None
         )
         if temporal_frame_embedding and not temporal_conditioning:
             raise ConfigError("temporal_frame_embedding adds to the temporal blocks' conditioning: it needs temporal_conditioning=true")
