@@ -63,17 +63,29 @@ def colour_from_pure_noise(module, seed: int, num_images: int = 8) -> dict:
     "a <colour> circle ..." (``num_images`` noise draws, the same for every colour), and the largest
     difference between two colours' guesses in any channel. On the slice's clips the colour moves a
     channel's clip mean by about 0.2 (e.g. red clips (-0.43, -0.65, -0.62), blue (-0.63, -0.59, -0.42))."""
-    t = torch.full((num_images,), module.objective.num_train_timesteps - 1)
-    noise = torch.randn(module.sample_shape(num_images, 1), generator=torch.Generator().manual_seed(seed + 1))
-    guesses = {}
-    with torch.no_grad():
-        for colour in COLOURS:
-            cond = module.encode_text([f"a {colour} circle moving right at medium speed on a plain background"] * num_images)
-            x0_hat = module.objective.predict_x0(module.network_forward(noise, t, cond), noise, t)
-            guesses[colour] = x0_hat.mean(dim=(0, 2, 3, 4))
-    spread = torch.stack(list(guesses.values())).amax(dim=0) - torch.stack(list(guesses.values())).amin(dim=0)
+    guesses = {colour: guess_rgb_from_pure_noise(module, f"a {colour} circle moving right at medium speed on a plain background",
+                                                 num_images=num_images, num_frames=1, seed=seed)
+               for colour in COLOURS}
+    stacked = torch.stack(list(guesses.values()))
+    spread = stacked.amax(dim=0) - stacked.amin(dim=0)
     return {"guess_rgb": {c: [round(float(v), 3) for v in g] for c, g in guesses.items()},
             "largest_channel_spread": round(float(spread.max()), 4)}
+
+
+@torch.no_grad()
+def guess_rgb_from_pure_noise(module, caption: str, num_images: int, num_frames: int, seed: int) -> torch.Tensor:
+    """The per-channel mean (C,) of the network's x0 guess at t = T from ``num_images`` pure-noise draws
+    (seeded by ``seed + 1``, so every caption gets the same draws)."""
+    t = torch.full((num_images,), module.objective.num_train_timesteps - 1)
+    noise = torch.randn(module.sample_shape(num_images, num_frames), generator=torch.Generator().manual_seed(seed + 1))
+    cond = module.encode_text([caption] * num_images)
+    return module.objective.predict_x0(module.network_forward(noise, t, cond), noise, t).mean(dim=(0, 2, 3, 4))
+
+
+def flip_direction(captions: list[str], labels: list[dict]) -> list[str]:
+    """Each caption with its direction word replaced by the opposite one."""
+    return [caption.replace(f"moving {label['direction']}", f"moving {OPPOSITE[label['direction']]}")
+            for caption, label in zip(captions, labels)]
 
 
 def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidance: float | None, seed: int,
@@ -190,8 +202,7 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
     labels = [sample_labels(rng, restrictions) for _ in range(num_clips)]
     x0 = _as_video([render(label, 10_000 + i, num_frames, fps) for i, label in enumerate(labels)])
     captions = [caption_from_labels(label) for label in labels]
-    flipped = [caption.replace(f"moving {label['direction']}", f"moving {OPPOSITE[label['direction']]}")
-               for caption, label in zip(captions, labels)]
+    flipped = flip_direction(captions, labels)
     generator = torch.Generator().manual_seed(seed)
     noise = module.objective.draw_noise(tuple(x0.shape), generator=generator)
     shuffle = torch.randperm(num_frames, generator=generator)
@@ -219,8 +230,8 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
     (its trainable weights; with ``unfreeze`` the whole U-Net too, a control) with AdamW for ``steps`` batches
     of fresh slice clips at t drawn from ``t_range``, and watch the x0 loss at t = 999 on fixed clips with
     their true captions, with captions shifted by one clip (wrong ones) and with the direction word
-    flipped, against what the slice's mean
-    clip scores knowing nothing, colour and shape, or also the direction (``ideal_direction_gain``).
+    flipped, against what the slice's mean clip scores knowing nothing, colour and shape, or also the
+    direction (``ideal_direction_gain``).
     Also reports, for two captions, the per-channel mean of the network's x0 guess from pure noise (8
     noise draws) beside that of the caption's clips: whether the guess has even the prompted colour."""
     import numpy as np
@@ -234,8 +245,6 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
     eval_x0 = _as_video([render(label, 10_000 + i) for i, label in enumerate(labels)])
     eval_noise = module.objective.draw_noise(tuple(eval_x0.shape), generator=generator)
     captions = [caption_from_labels(label) for label in labels]
-    flipped = [caption.replace(f"moving {label['direction']}", f"moving {OPPOSITE[label['direction']]}")
-               for caption, label in zip(captions, labels)]
     probes = {}  # two fixed captions, and the mean of 64 of their clips
     for colour, shape, direction in (("red", "circle", "right"), ("blue", "square", "up")):
         label = {**sample_labels(rng, restrictions), "color": colour, "shape": shape, "direction": direction}
@@ -243,29 +252,29 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
         probes[caption_from_labels(label)] = clip_mean.mean(dim=(1, 2, 3))
 
     if unfreeze:
-        for stunet in (m for m in module.modules() if hasattr(m, "unet") and hasattr(m, "temporal_factor")):
+        from lumiere.models import STUNet
+
+        for stunet in (m for m in module.modules() if isinstance(m, STUNet)):
             stunet.unet.requires_grad_(True)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ts_999 = torch.full((num_eval,), module.objective.num_train_timesteps - 1)
+    with torch.no_grad():  # the text encoder stays frozen: encode the evaluation captions once
+        cond = module.encode_text(captions)
+        eval_conds = {"loss_at_T": cond, "loss_at_T_wrong_captions": {k: torch.roll(v, 1, dims=0) for k, v in cond.items()},
+                      "loss_at_T_flipped_direction": module.encode_text(flip_direction(captions, labels))}
+    num_frames = eval_x0.shape[2]
 
     def evaluate(step: int) -> dict:
         module.eval()
         with torch.no_grad():
-            cond = module.encode_text(captions)
-            wrong = {k: torch.roll(v, 1, dims=0) for k, v in cond.items()}
             row = {"step": step}
-            for name, c in (("loss_at_T", cond), ("loss_at_T_wrong_captions", wrong),
-                            ("loss_at_T_flipped_direction", module.encode_text(flipped))):
+            for name, c in eval_conds.items():
                 row[name] = float(module.objective.loss(module.network_forward, eval_x0, c, timesteps=ts_999, noise=eval_noise)[0])
-            guesses = {}
-            for caption, clip_channel_mean in probes.items():
-                c = module.encode_text([caption] * 8)
-                noise = torch.randn((8, *eval_x0.shape[1:]), generator=torch.Generator().manual_seed(seed + 1))
-                x0_hat = module.objective.predict_x0(module.network_forward(noise, ts_999[:8], c), noise, ts_999[:8])
-                guesses[caption] = {"guess_rgb": [round(float(v), 3) for v in x0_hat.mean(dim=(0, 2, 3, 4))],
-                                    "clips_rgb": [round(float(v), 3) for v in clip_channel_mean]}
-            row["mean_rgb_from_pure_noise"] = guesses
+            row["mean_rgb_from_pure_noise"] = {
+                caption: {"guess_rgb": [round(float(v), 3) for v in guess_rgb_from_pure_noise(module, caption, 8, num_frames, seed)],
+                          "clips_rgb": [round(float(v), 3) for v in clip_channel_mean]}
+                for caption, clip_channel_mean in probes.items()}
         module.train()
         return row
 

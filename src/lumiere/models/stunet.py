@@ -257,18 +257,15 @@ class STUNet(nn.Module):
             raise ConfigError(
                 f"temporal_layout_frequencies={temporal_layout_frequencies}: use 0 (off) or k >= 1 with temporal_conditioning=true"
             )
-        layout = temporal_layout_frequencies
 
         def stack(level: int, channels: int) -> TemporalStack:
             blocks: list[nn.Module] = []
             if level in self.conv_block_levels:
-                blocks.append(
-                    FactorizedSpaceTimeConvBlock(channels, temporal_kernel=temporal_kernel_size, emb_dim=emb_dim, layout_frequencies=layout)
-                )
+                blocks.append(FactorizedSpaceTimeConvBlock(channels, temporal_kernel=temporal_kernel_size, emb_dim=emb_dim,
+                                                           layout_frequencies=temporal_layout_frequencies))
             if level in self.attention_levels:
-                blocks.append(
-                    TemporalAttentionBlock(channels, _num_heads(channels, temporal_attention_head_dim), emb_dim=emb_dim, layout_frequencies=layout)
-                )
+                blocks.append(TemporalAttentionBlock(channels, _num_heads(channels, temporal_attention_head_dim), emb_dim=emb_dim,
+                                                     layout_frequencies=temporal_layout_frequencies))
             return TemporalStack(blocks)
 
         # Down path: level i is down block i (its layers run at the level's resolution and frame count).
@@ -285,7 +282,8 @@ class STUNet(nn.Module):
         mid_channels = down_blocks[-1].resnets[-1].out_channels
         heads = _num_heads(mid_channels, temporal_attention_head_dim)
         self.mid_temporal = TemporalStack(
-            [TemporalAttentionBlock(mid_channels, heads, emb_dim=emb_dim, layout_frequencies=layout) for _ in range(num_temporal_attention_layers)]
+            [TemporalAttentionBlock(mid_channels, heads, emb_dim=emb_dim, layout_frequencies=temporal_layout_frequencies)
+             for _ in range(num_temporal_attention_layers)]
         )
 
         # Up path: up block j works at level L-1-j and its upsampler undoes down block L-2-j's downsampler.
