@@ -24,6 +24,12 @@ model and inputs (``VmHWM``, its mark reset through ``/proc/self/clear_refs``); 
 
     python benchmarks/bench_stunet.py                              # CPU, 2 threads, 16/32/80 frames, 32x32
     python benchmarks/bench_stunet.py --frames 80 --size 128       # e.g. on a GPU
+    # the paper's base size on a GPU: IF stage I's four levels at a quarter of its width, 128x128, bf16
+    python benchmarks/bench_stunet.py --device cuda --dtype bf16 --preset if_stage1_paper \
+        --block-out-channels 128,256,384,512 --size 128 --frames 16 32 80
+
+``--dtype bf16`` runs every variant under bf16 autocast (as ``trainer.precision=bf16-mixed`` trains);
+the weights stay float32.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -51,9 +58,19 @@ TARGETS = {  # at the longest clip (Sec. 3.1's motivation, the lead's acceptance
 }
 
 
-def build(variant: str, preset: str, size: int, device: torch.device) -> torch.nn.Module:
+def unet_overrides(args) -> dict:
+    """Config overrides of the preset from the command line (widths, depth)."""
+    overrides = {"sample_size": args.size}
+    if args.block_out_channels:
+        overrides["block_out_channels"] = tuple(int(c) for c in args.block_out_channels.split(","))
+    if args.layers_per_block:
+        overrides["layers_per_block"] = args.layers_per_block
+    return overrides
+
+
+def build(variant: str, args, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
-    unet = build_unet(preset, sample_size=size).to(device).eval().requires_grad_(False)
+    unet = build_unet(args.preset, **unet_overrides(args)).to(device).eval().requires_grad_(False)
     if variant == "stunet":
         return STUNet(unet).to(device)
     if variant == "fixed_resolution":
@@ -61,8 +78,12 @@ def build(variant: str, preset: str, size: int, device: torch.device) -> torch.n
     return unet
 
 
-def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, size: int, device: torch.device):
+def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, size: int, device: torch.device,
+              dtype: str = "fp32"):
     """A closure running one forward + backward of the variant on a (batch, 3, frames, size, size) clip."""
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+
     g = torch.Generator().manual_seed(0)
     unet = model if variant == "per_frame_2d" else model.unet
     video = torch.randn(batch, 3, frames, size, size, generator=g).to(device)
@@ -76,14 +97,17 @@ def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, siz
 
         def step():
             images.grad = None
-            out = model(images, timestep_per_frame, text_per_frame).sample
-            out.square().mean().backward()
+            with autocast():
+                out = model(images, timestep_per_frame, text_per_frame).sample
+            out.float().square().mean().backward()
 
         return step
 
     def step():
         model.zero_grad(set_to_none=True)
-        model(video, timestep, text).square().mean().backward()
+        with autocast():
+            out = model(video, timestep, text)
+        out.float().square().mean().backward()
 
     return step
 
@@ -114,8 +138,8 @@ def _peak_rss_bytes() -> int:
 def measure_memory_here(variant: str, args) -> float:
     """Peak memory growth (MiB) of one forward + backward, in this process."""
     device = torch.device(args.device)
-    model = build(variant, args.preset, args.size, device)
-    step = make_step(variant, model, args.batch, args.frames[0], args.size, device)
+    model = build(variant, args, device)
+    step = make_step(variant, model, args.batch, args.frames[0], args.size, device, args.dtype)
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -145,6 +169,7 @@ def measure_memory(variant: str, frames: int, args) -> float:
     cmd = [
         sys.executable, __file__, "--memory-of", variant, "--frames", str(frames), "--size", str(args.size),
         "--batch", str(args.batch), "--preset", args.preset, "--threads", str(args.threads), "--device", args.device,
+        "--dtype", args.dtype, "--block-out-channels", args.block_out_channels, "--layers-per-block", str(args.layers_per_block),
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
@@ -155,7 +180,7 @@ def measure_flops(frames: int, args, models: dict) -> dict[str, float]:
     device = torch.device(args.device)
     flops = {}
     for variant in VARIANTS:
-        step = make_step(variant, models[variant], args.batch, frames, args.size, device)
+        step = make_step(variant, models[variant], args.batch, frames, args.size, device, args.dtype)
         with FlopCounterMode(display=False) as counter:
             step()
         flops[variant] = counter.get_total_flops() / 1e9
@@ -164,7 +189,7 @@ def measure_flops(frames: int, args, models: dict) -> dict[str, float]:
 
 def measure_times(frames: int, args, models: dict) -> dict[str, float]:
     device = torch.device(args.device)
-    steps = {v: make_step(v, models[v], args.batch, frames, args.size, device) for v in VARIANTS}
+    steps = {v: make_step(v, models[v], args.batch, frames, args.size, device, args.dtype) for v in VARIANTS}
     for step in steps.values():  # warm-up (allocator, kernel selection)
         step()
     samples = {v: [] for v in VARIANTS}
@@ -184,6 +209,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="frame height and width")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--preset", default="if_stage1_demo")
+    parser.add_argument("--block-out-channels", default="", help="override the preset's widths, e.g. 128,256,384,512")
+    parser.add_argument("--layers-per-block", type=int, default=0, help="override the preset's depth (0: keep)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, float32 weights")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -197,9 +225,13 @@ def main() -> None:
         return
 
     device = torch.device(args.device)
-    models = {v: build(v, args.preset, args.size, device) for v in VARIANTS}
+    if args.dtype == "bf16" and device.type == "cpu":
+        print("note: bf16 autocast on CPU is slow and not what the targets are about", file=sys.stderr)
+    models = {v: build(v, args, device) for v in VARIANTS}
     frozen = sum(p.numel() for p in models["per_frame_2d"].parameters())
-    print(f"device={device} threads={args.threads} preset={args.preset} size={args.size}x{args.size} batch={args.batch}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device={device} ({name}) dtype={args.dtype} threads={args.threads} preset={args.preset} "
+          f"overrides={unet_overrides(args)} batch={args.batch}")
     print(f"frozen 2D U-Net: {frozen / 1e6:.2f}M params; STUNet temporal factor N={models['stunet'].temporal_factor}")
     for v in ("stunet", "fixed_resolution"):
         print(f"  {v}: {sum(p.numel() for p in models[v].trainable_parameters()) / 1e6:.2f}M trainable temporal params")

@@ -49,7 +49,7 @@ def t2i_colour_accuracy(module, steps: int, scheduler: str | None, guidance: flo
     prompts = [f"a {c} {s} moving {d} at medium speed on a plain background"
                for c in COLOURS for s, d in zip(SHAPES, ("left", "up", "right"))]
     images = module.generate(prompts, num_frames=4, seed=seed, num_inference_steps=steps, scheduler=scheduler,
-                             guidance_scale=guidance, progress=False)  # 4 independent images per prompt
+                             guidance_scale=guidance, progress=False).float().cpu()  # 4 independent images per prompt
     areas = torch.stack([colour_masks(images, torch.full((len(prompts),), k), PALETTE).sum(dim=(-2, -1))
                          for k in range(len(PALETTE_NAMES))], dim=1)  # (prompts, colours, samples)
     wanted = torch.tensor([PALETTE_NAMES.index(p.split()[1]) for p in prompts])[:, None]
@@ -76,10 +76,11 @@ def colour_from_pure_noise(module, seed: int, num_images: int = 8) -> dict:
 def guess_rgb_from_pure_noise(module, caption: str, num_images: int, num_frames: int, seed: int) -> torch.Tensor:
     """The per-channel mean (C,) of the network's x0 guess at t = T from ``num_images`` pure-noise draws
     (seeded by ``seed + 1``, so every caption gets the same draws)."""
-    t = torch.full((num_images,), module.objective.num_train_timesteps - 1)
+    t = torch.full((num_images,), module.objective.num_train_timesteps - 1, device=module.device)
     noise = torch.randn(module.sample_shape(num_images, num_frames), generator=torch.Generator().manual_seed(seed + 1))
+    noise = noise.to(module.device)
     cond = module.encode_text([caption] * num_images)
-    return module.objective.predict_x0(module.network_forward(noise, t, cond), noise, t).mean(dim=(0, 2, 3, 4))
+    return module.objective.predict_x0(module.network_forward(noise, t, cond), noise, t).mean(dim=(0, 2, 3, 4)).float().cpu()
 
 
 def flip_direction(captions: list[str], labels: list[dict]) -> list[str]:
@@ -97,7 +98,7 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
         colours.append(colour)
         directions.append(direction)
     videos = torch.cat([module.generate(prompts[k:k + batch_size], seed=seed + k, num_inference_steps=steps,
-                                        scheduler=scheduler, guidance_scale=guidance, progress=False).float()
+                                        scheduler=scheduler, guidance_scale=guidance, progress=False).float().cpu()
                         for k in range(0, len(prompts), batch_size)])
     if sheet:
         from lumiere.viz import save_sample_sheet
@@ -204,14 +205,15 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
     captions = [caption_from_labels(label) for label in labels]
     flipped = flip_direction(captions, labels)
     generator = torch.Generator().manual_seed(seed)
-    noise = module.objective.draw_noise(tuple(x0.shape), generator=generator)
+    noise = module.objective.draw_noise(tuple(x0.shape), generator=generator).to(module.device)
     shuffle = torch.randperm(num_frames, generator=generator)
+    x0 = x0.to(module.device)
     rows = []
     with torch.no_grad():
         true_cond, flipped_cond = module.encode_text(captions), module.encode_text(flipped)
 
         def loss(video, cond, t):
-            ts = torch.full((num_clips,), t, dtype=torch.long)
+            ts = torch.full((num_clips,), t, dtype=torch.long, device=module.device)
             return float(module.objective.loss(module.network_forward, video, cond, timesteps=ts, noise=noise)[0])
 
         for t in timesteps:
@@ -243,7 +245,8 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
     generator = torch.Generator().manual_seed(seed)
     labels = [sample_labels(rng, restrictions) for _ in range(num_eval)]
     eval_x0 = _as_video([render(label, 10_000 + i) for i, label in enumerate(labels)])
-    eval_noise = module.objective.draw_noise(tuple(eval_x0.shape), generator=generator)
+    eval_noise = module.objective.draw_noise(tuple(eval_x0.shape), generator=generator).to(module.device)
+    eval_x0 = eval_x0.to(module.device)
     captions = [caption_from_labels(label) for label in labels]
     probes = {}  # two fixed captions, and the mean of 64 of their clips
     for colour, shape, direction in (("red", "circle", "right"), ("blue", "square", "up")):
@@ -258,7 +261,7 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
             stunet.unet.requires_grad_(True)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    ts_999 = torch.full((num_eval,), module.objective.num_train_timesteps - 1)
+    ts_999 = torch.full((num_eval,), module.objective.num_train_timesteps - 1, device=module.device)
     with torch.no_grad():  # the text encoder stays frozen: encode the evaluation captions once
         cond = module.encode_text(captions)
         eval_conds = {"loss_at_T": cond, "loss_at_T_wrong_captions": {k: torch.roll(v, 1, dims=0) for k, v in cond.items()},
@@ -282,10 +285,10 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
     losses = []
     for step in range(1, steps + 1):
         batch_labels = [sample_labels(rng, restrictions) for _ in range(batch_size)]
-        x0 = _as_video([render(label, 100_000 + batch_size * step + i) for i, label in enumerate(batch_labels)])
+        x0 = _as_video([render(label, 100_000 + batch_size * step + i) for i, label in enumerate(batch_labels)]).to(module.device)
         with torch.no_grad():
             cond = module.encode_text([caption_from_labels(label) for label in batch_labels])
-        t = torch.randint(t_range[0], t_range[1] + 1, (batch_size,), generator=generator)
+        t = torch.randint(t_range[0], t_range[1] + 1, (batch_size,), generator=generator).to(module.device)
         loss = module.objective.loss(module.network_forward, x0, cond, timesteps=t, generator=generator)[0]
         optimizer.zero_grad()
         loss.backward()
@@ -308,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="e.g. cuda: where the network runs (the probes' bookkeeping stays on the CPU)")
     parser.add_argument("--data", default="data/demo", help="caption-gap: the slice's folder (its manifest.json)")
     parser.add_argument("--timesteps", default="200,500,800,950,999",
                         help="caption-gap: comma-separated timesteps (at 999 x_t is pure noise: only the caption informs)")
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from lumiere.training import load_module_from_checkpoint
 
-        module = load_module_from_checkpoint(args.ckpt, use_ema=True).eval()
+        module = load_module_from_checkpoint(args.ckpt, use_ema=True).eval().to(args.device)
         if args.stage == "t2i":
             result = t2i_colour_accuracy(module, args.steps, args.scheduler, args.guidance, args.seed)
         elif args.stage == "caption-gap":
