@@ -135,6 +135,17 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+def _fits(step, device: torch.device) -> bool:
+    """Run ``step`` once; False if it ran out of GPU memory (the memory is released again)."""
+    try:
+        step()
+        return True
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return False
+
+
 def measure_memory_here(variant: str, args) -> float:
     """Peak memory growth (MiB) of one forward + backward, in this process."""
     device = torch.device(args.device)
@@ -144,7 +155,8 @@ def measure_memory_here(variant: str, args) -> float:
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        step()
+        if not _fits(step, device):
+            return float("nan")
         _sync(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     before = _current_rss_bytes()
@@ -182,16 +194,18 @@ def measure_flops(frames: int, args, models: dict) -> dict[str, float]:
     for variant in VARIANTS:
         step = make_step(variant, models[variant], args.batch, frames, args.size, device, args.dtype)
         with FlopCounterMode(display=False) as counter:
-            step()
-        flops[variant] = counter.get_total_flops() / 1e9
+            fits = _fits(step, device)
+        flops[variant] = counter.get_total_flops() / 1e9 if fits else float("nan")
     return flops
 
 
 def measure_times(frames: int, args, models: dict) -> dict[str, float]:
     device = torch.device(args.device)
     steps = {v: make_step(v, models[v], args.batch, frames, args.size, device, args.dtype) for v in VARIANTS}
-    for step in steps.values():  # warm-up (allocator, kernel selection)
-        step()
+    for variant in VARIANTS:  # warm-up (allocator, kernel selection); a variant out of GPU memory is left out
+        if not _fits(steps[variant], device):
+            print(f"  {variant} at {frames} frames: out of GPU memory", flush=True)
+            del steps[variant]
     samples = {v: [] for v in VARIANTS}
     for _ in range(args.reps):
         for variant, step in steps.items():  # round-robin: load spikes hit every variant
@@ -200,7 +214,7 @@ def measure_times(frames: int, args, models: dict) -> dict[str, float]:
             step()
             _sync(device)
             samples[variant].append(time.perf_counter() - start)
-    return {v: statistics.median(s) for v, s in samples.items()}
+    return {v: statistics.median(s) if s else float("nan") for v, s in samples.items()}
 
 
 def main() -> None:
@@ -268,7 +282,7 @@ def main() -> None:
     print(f"targets at {args.frames[-1]} frames:")
     for name, bound in TARGETS.items():
         value = ratios[name]
-        verdict = "met" if value <= bound else "NOT met"
+        verdict = "met" if value <= bound else "not measured" if value != value else "NOT met"
         print(f"  {name} = {value:.2f} (target <= {bound}): {verdict}")
         if name.startswith("time"):
             flops_name = name.replace("time", "flops", 1)
