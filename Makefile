@@ -13,7 +13,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export WANDB_MODE ?= offline
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: help install test test-fast demo demo-apps data weights bench clean
+.PHONY: help install test test-fast demo demo-gpu demo-apps data weights bench clean
 
 help:  ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -76,6 +76,20 @@ demo-eval: demo-stunet demo-references
 
 data: install  ## Generate the default synthetic benchmark under data/synthetic
 	$(PY) -m lumiere.data.synthetic --out data/synthetic
+
+# The demo's base model at GPU length: the CPU demo's 400 STUNet steps of 4 clips leave the direction
+# word unlearned; 2000 T2I steps and 1250 STUNet steps of 16 clips (a few minutes on one GPU) learn it.
+# Runs in the GPU environment (environment.yml), not the CPU .venv: `make demo-gpu GPU_PY=python`.
+GPU_PY ?= python
+DEMO_GPU_DATA := -m lumiere.data.synthetic --out data/demo_behind --train 512 --val 32 --test 64 --frames 32 --fps 16 \
+	--size 32 --hr-size 64 --seed 0 $(DEMO_SLICE) --restrict speed=medium --linear-start behind
+
+demo-gpu:  ## On a GPU: behind-slice data -> 2000-step T2I -> 1250-step STUNet (batch 16) -> direction probe
+	$(GPU_PY) $(DEMO_GPU_DATA)
+	$(GPU_PY) train.py experiment=demo_gpu_t2i
+	$(GPU_PY) train.py experiment=demo_gpu_stunet
+	$(GPU_PY) benchmarks/probe_prompt_following.py stunet outputs/demo_gpu_stunet/demo/checkpoints/last.ckpt \
+		--device cuda --scheduler ddpm --steps 50 --sheet outputs/demo_gpu_stunet/demo/probe_sheet.png
 
 weights: install  ## Fetch and convert the I3D (Kinetics-400) weights used by FVD
 	$(PY) -m lumiere.metrics.i3d_weights

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, in one short run (about 8 minutes on one H100 with the training step):
+# The checks that need a GPU, in one short run (about 6 minutes on one H100 with the training step, 1 without):
 #   1. scaled_dot_product_attention: which kernels the STUNet's attention takes (flash for the
 #      temporal attention in bf16) and what each backend costs  -> sdpa.txt
-#   2. bench_stunet.py at the paper's base size: 16/32/80 frames at 128x128, bf16 autocast, IF
-#      stage I's four levels at a quarter of its width (the full width's three copies of a 4.3B
-#      U-Net do not fit one card beside their activations)      -> bench_stunet.txt
+#   2. bench_stunet.py at the paper's base size: 16/32/64/80 frames at 128x128, bf16 autocast, IF
+#      stage I's four levels and block types at an eighth of its width (the full width's three
+#      copies of a 4.3B U-Net do not fit one card beside their activations)   -> bench_stunet.txt
 #   3. optional (needs a stage-0 export and a linear-motion slice of the benchmark): bf16-mixed
-#      training of two base STUNets, mean and positional caption pooling, for a few thousand steps
-#      (the CPU demo affords 400), then the prompt-following probes on each       -> train_*.log, probe_*.json
+#      training of two base STUNets, mean and positional caption pooling, for MINUTES each (3 minutes:
+#      about 1300 steps of 16 clips; the CPU demo affords 400 of 4), then the prompt-following probes
+#      on each                                                 -> train_*.log, probe_*.json, sheet_*.png
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR [T2I_EXPORT_DIR DATA_DIR [MINUTES]]
 #
@@ -21,7 +22,9 @@ minutes=${4:-3}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 WANDB_MODE=offline
 python=${PYTHON:-python3}
-paper_quarter=(--preset if_stage1_paper --block-out-channels 128,256,384,512 --size 128)
+# An eighth of IF stage I's width: at a quarter, 80 frames do not fit one 80 GB card without activation checkpointing
+paper_size=(--preset if_stage1_paper --block-out-channels 64,128,192,256 --size 128)
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}  # three variants in turn fragment the cache
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -29,11 +32,11 @@ paper_quarter=(--preset if_stage1_paper --block-out-channels 128,256,384,512 --s
 } 2>&1 | tee "$out/env.txt"
 
 echo "== 1. scaled_dot_product_attention backends"
-timeout 150 $python benchmarks/check_sdpa_backends.py --device cuda --dtype bf16 "${paper_quarter[@]}" --frames 80 --reps 5 \
+timeout 150 $python benchmarks/check_sdpa_backends.py --device cuda --dtype bf16 "${paper_size[@]}" --frames 80 --reps 5 \
   2>&1 | tee "$out/sdpa.txt"
 
 echo "== 2. STUNet cost at the paper's base size"
-timeout 240 $python benchmarks/bench_stunet.py --device cuda --dtype bf16 "${paper_quarter[@]}" --frames 16 32 80 --reps 5 \
+timeout 240 $python benchmarks/bench_stunet.py --device cuda --dtype bf16 "${paper_size[@]}" --frames 16 32 64 80 --reps 5 \
   2>&1 | tee "$out/bench_stunet.txt"
 
 [ -n "$t2i" ] && [ -n "$data" ] || exit 0
