@@ -13,7 +13,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export WANDB_MODE ?= offline
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: help install test test-fast demo demo-gpu demo-apps data weights bench clean
+.PHONY: help install test test-fast demo demo-gpu demo-apps data weights bench bench-gpu clean
 
 help:  ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench: install  ## Run the benchmark scripts (numbers go in the README)
 	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_multidiffusion.py
 	$(PY) benchmarks/bench_ssr_memory.py
+
+bench-gpu:  ## On a GPU (conda env): SDPA kernels and STUNet cost at 128x128, 16-80 frames -> outputs/gpu_checks
+	PYTHON=$(GPU_PY) bash benchmarks/gpu_checks.sh outputs/gpu_checks
 
 demo-apps: install  ## After `make demo`: style T2I, conditional <J,C,M> model, then every Sec. 4 application
 	$(PY) train.py experiment=demo_style_t2i
