@@ -16,7 +16,7 @@ padding mask for the caption). PyTorch picks a kernel per call. This script show
 Not a timed test; compare rows of one run. On CPU only the math kernel exists and the script says so.
 
     python benchmarks/check_sdpa_backends.py --device cuda --preset if_stage1_paper \\
-        --block-out-channels 128,256,384,512 --size 128 --frames 80
+        --block-out-channels 64,128,192,256 --size 128 --frames 80
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def check_temporal_block(stunet: STUNet, args, device: torch.device) -> None:
     channels = stunet.unet.config.block_out_channels[-1]
     frames = args.frames // stunet.temporal_factor
     side = args.size // 2 ** (len(stunet.unet.config.block_out_channels) - 1)
-    heads = max(1, channels // 64)
+    # the head count of the STUNet's own coarsest-level block
+    heads = next(m.num_heads for m in stunet.modules()
+                 if isinstance(m, TemporalAttentionBlock) and m.norm.normalized_shape[0] == channels)
     torch.manual_seed(0)
     block = TemporalAttentionBlock(channels, heads).to(device)
     torch.nn.init.normal_(block.proj_out.weight, std=0.02)  # non-zero, so the attention's output matters
@@ -90,7 +92,7 @@ def check_temporal_block(stunet: STUNet, args, device: torch.device) -> None:
             out = block(x, frames)
         return out
 
-    with sdpa_kernel(SDPBackend.MATH):
+    with sdpa_kernel(SDPBackend.MATH), torch.no_grad():
         reference = run().float()
     print(f"  {'backend':<10} {'time ms':>9} {'peak MiB':>9} {'max |out - math|':>17}")
     for name, backend in BACKENDS.items():
@@ -102,7 +104,8 @@ def check_temporal_block(stunet: STUNet, args, device: torch.device) -> None:
         try:
             with sdpa_kernel(backend):
                 seconds, peak = timed(step, device, args.reps)
-                difference = (run().float() - reference).abs().max().item()
+                with torch.no_grad():
+                    difference = (run().float() - reference).abs().max().item()
         except RuntimeError as error:  # this backend cannot serve these shapes / dtype / device
             print(f"  {name:<10} unavailable: {str(error).splitlines()[0][:110]}")
             continue

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, in one short run (about 6 minutes on one H100 with the training step, 1 without):
+# The checks that need a GPU, in one short run (about 6 minutes on one H100 with the training step, 2 without):
 #   1. scaled_dot_product_attention: which kernels the STUNet's attention takes (flash for the
 #      temporal attention in bf16) and what each backend costs  -> sdpa.txt
 #   2. bench_stunet.py at the paper's base size: 16/32/64/80 frames at 128x128, bf16 autocast, IF
@@ -12,9 +12,10 @@
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR [T2I_EXPORT_DIR DATA_DIR [MINUTES]]
 #
-# Everything it writes lands under OUT_DIR (logs, probe JSON, sample sheets, metrics CSVs). Each
+# Logs, probe JSON, sample sheets and metrics CSVs land under OUT_DIR; step 3's checkpoints under
+# outputs/demo_stunet/gpu_{mean,positional} (replaced on every run). MINUTES is a whole number. Each
 # step has its own time limit, so one failing step does not cost the others.
-set -u
+set -u -o pipefail
 out=${1:?usage: gpu_checks.sh OUT_DIR [T2I_EXPORT_DIR DATA_DIR [MINUTES]]}
 t2i=${2:-}
 data=${3:-}
@@ -43,7 +44,8 @@ timeout 240 $python benchmarks/bench_stunet.py --device cuda --dtype bf16 "${pap
 
 echo "== 3. bf16-mixed STUNet training on the GPU, then the probes ($minutes min each, two at once)"
 train() {  # run_name pooling
-  timeout $((minutes * 60 + 90)) $python train.py experiment=demo_stunet trainer=gpu run_name="$1" \
+  rm -rf "outputs/demo_stunet/$1"  # a fresh run: resuming would restore the old run's timer and stop at once
+  timeout $((minutes * 60 + 90)) $python train.py experiment=demo_stunet trainer=gpu run_name="$1" ckpt_path=null \
     model.unet_path="$t2i/unet" model.text_encoder_path="$t2i/text_encoder" \
     data.train_shards="$data/train" data.val_shards="$data/val" data.test_shards="$data/val" data.decoder=pyav \
     data.batch_size=16 data.num_workers=4 data.epoch_length=250 \

@@ -31,10 +31,13 @@ def _load_bench_stunet():
 
 @pytest.mark.slow
 def test_bench_stunet_runs_in_bf16_with_width_overrides():
+    """Also the per-variant memory subprocesses, which must get the same overrides."""
     out = _run("bench_stunet.py", "--preset", "if_stage1_tiny", "--block-out-channels", "16,32,32", "--size", "16",
-               "--frames", "8", "--reps", "1", "--threads", "1", "--skip-memory", "--dtype", "bf16")
+               "--frames", "8", "--reps", "1", "--threads", "1", "--dtype", "bf16")
     assert "dtype=bf16" in out and "'block_out_channels': (16, 32, 32)" in out
     assert "targets at 8 frames:" in out
+    memory_ratio = next(line for line in out.splitlines() if "memory stunet / fixed_resolution" in line)
+    assert "not measured" not in memory_ratio
 
 
 def test_bench_stunet_reports_a_variant_out_of_memory_instead_of_failing():
