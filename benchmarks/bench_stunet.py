@@ -79,12 +79,14 @@ def build(variant: str, args, device: torch.device) -> torch.nn.Module:
     return unet
 
 
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast (as ``trainer.precision=bf16-mixed``) or nothing for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+
+
 def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, size: int, device: torch.device,
               dtype: str = "fp32"):
     """A closure running one forward + backward of the variant on a (batch, 3, frames, size, size) clip."""
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
-
     g = torch.Generator().manual_seed(0)
     unet = model if variant == "per_frame_2d" else model.unet
     video = torch.randn(batch, 3, frames, size, size, generator=g).to(device)
@@ -98,7 +100,7 @@ def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, siz
 
         def step():
             images.grad = None
-            with autocast():
+            with autocast(device, dtype):
                 out = model(images, timestep_per_frame, text_per_frame).sample
             out.float().square().mean().backward()
 
@@ -106,7 +108,7 @@ def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, siz
 
     def step():
         model.zero_grad(set_to_none=True)
-        with autocast():
+        with autocast(device, dtype):
             out = model(video, timestep, text)
         out.float().square().mean().backward()
 

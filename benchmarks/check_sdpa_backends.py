@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 from collections import Counter
-from contextlib import nullcontext
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -35,6 +34,8 @@ from lumiere.models import STUNet, build_unet
 from lumiere.models.t2i import unet_text_dim
 from lumiere.models.temporal import TemporalAttentionBlock
 
+from bench_stunet import _sync, autocast, unet_overrides  # beside this script: the STUNet cost benchmark
+
 BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,
     "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -42,15 +43,6 @@ BACKENDS = {
     "math": SDPBackend.MATH,
 }
 KERNEL_FAMILIES = ("flash", "efficient", "cudnn", "fmha", "math", "softmax")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, dtype: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
 
 
 def timed(step, device: torch.device, reps: int) -> tuple[float, float]:
@@ -88,7 +80,7 @@ def check_temporal_block(stunet: STUNet, args, device: torch.device) -> None:
           f"{side}x{side} pixels x batch {args.batch} = {args.batch * side * side} sequences; {args.dtype}")
 
     def run():
-        with _autocast(device, args.dtype):
+        with autocast(device, args.dtype):
             out = block(x, frames)
         return out
 
@@ -123,7 +115,7 @@ def check_whole_stunet(stunet: STUNet, args, device: torch.device) -> None:
 
     def step(with_mask: bool):
         stunet.zero_grad(set_to_none=True)
-        with _autocast(device, args.dtype):
+        with autocast(device, args.dtype):
             out = stunet(video, timestep, text, encoder_attention_mask=mask if with_mask else None)
         out.float().square().mean().backward()
 
@@ -155,6 +147,7 @@ def main() -> int:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16")
     parser.add_argument("--preset", default="if_stage1_demo")
     parser.add_argument("--block-out-channels", default="", help="override the preset's widths")
+    parser.add_argument("--layers-per-block", type=int, default=0, help="override the preset's depth (0: keep)")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1)
@@ -163,9 +156,7 @@ def main() -> int:
     device = torch.device(args.device)
     if device.type == "cpu":
         print("note: on CPU only the math kernel exists; run this with --device cuda on a GPU", file=sys.stderr)
-    overrides = {"sample_size": args.size}
-    if args.block_out_channels:
-        overrides["block_out_channels"] = tuple(int(c) for c in args.block_out_channels.split(","))
+    overrides = unet_overrides(args)
     torch.manual_seed(0)
     unet = build_unet(args.preset, **overrides).to(device).eval().requires_grad_(False)
     stunet = STUNet(unet).to(device)

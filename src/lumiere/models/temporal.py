@@ -247,10 +247,11 @@ class PooledTextEmbedding(nn.Module):
         states = self.norm(text)
         if self.pooling in ("mean", "positional"):
             weights = torch.ones_like(states[..., :1]) if mask is None else mask.to(states.dtype).unsqueeze(-1)
-            pooled = self.mlp((states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))
+            masked = states * weights  # padding tokens read as zeros
+            pooled = self.mlp(masked.sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))
             if self.pooling == "mean":
                 return pooled
-            sequence = (states * weights)[:, : self.num_tokens]
+            sequence = masked[:, : self.num_tokens]
             sequence = F.pad(sequence, (0, 0, 0, self.num_tokens - sequence.shape[1]))  # (b, num_tokens, d)
             return pooled + self.sequence(sequence.flatten(1))
         scores = self.key(states) @ self.query / math.sqrt(states.shape[-1])  # (b, l)
