@@ -36,10 +36,12 @@ test-fast: install  ## Run the tests not marked slow
 DEMO_RUNS := demo_t2i demo_stunet demo_ssr_t2i demo_ssr
 # The demo trains on a slice of the benchmark that a CPU can learn to follow in minutes: one shape
 # (circle, square or triangle; red, green, blue or yellow; 1.5x the usual size) moving left, right,
-# up or down at medium or fast speed on a plain background. `make data` writes the full benchmark.
+# up or down at medium speed on a plain background, starting near the side it moves away from
+# (--linear-start behind: every frame's position then tells the direction). `make data` writes the
+# full benchmark. The base stages read it at 16x16 (data.resolution), the SSR upsamples to 64x64.
 DEMO_SLICE := --restrict shape=circle,square,triangle --restrict color=red,green,blue,yellow --restrict motion=linear \
-	--restrict speed=medium,fast --restrict background=plain --restrict num_objects=one --object-scale 1.5
-DEMO_DATA := python -m lumiere.data.synthetic --out data/demo --train 512 --val 32 --test 64 --frames 32 --fps 16 --size 32 --hr-size 64 --seed 0 $(DEMO_SLICE)
+	--restrict speed=medium --restrict background=plain --restrict num_objects=one --object-scale 1.5 --linear-start behind
+DEMO_DATA := -m lumiere.data.synthetic --out data/demo --train 512 --val 32 --test 64 --frames 32 --fps 16 --size 32 --hr-size 64 --seed 0 $(DEMO_SLICE)
 # After stage 0 the demo has two independent branches (base STUNet | SSR stage 0, SSR, then the
 # evaluation's model-independent reference rows), then two consumers (the model's evaluation row |
 # the cascade). They run two at a time with one intra-op thread each: on 2 cores that beats one job
@@ -50,7 +52,7 @@ ONE_THREAD := OMP_NUM_THREADS=1
 DEMO_PARALLEL := cpu_threads=1 trainer.enable_progress_bar=false
 
 demo: install  ## Synthetic benchmark -> T2I -> STUNet -> SSR + MultiDiffusion cascade -> evaluation, on CPU
-	$(VENV)/bin/$(DEMO_DATA)
+	$(PY) $(DEMO_DATA)
 	$(PY) train.py experiment=demo_t2i
 	@echo "now two jobs at a time: STUNet | SSR stage 0 + SSR + reference rows, then evaluation | cascade"
 	@$(MAKE) --no-print-directory -j2 -O demo-after-t2i
@@ -77,15 +79,13 @@ demo-eval: demo-stunet demo-references
 data: install  ## Generate the default synthetic benchmark under data/synthetic
 	$(PY) -m lumiere.data.synthetic --out data/synthetic
 
-# The demo's base model at GPU length: the CPU demo's 400 STUNet steps of 4 clips leave the direction
-# word unlearned; 2000 T2I steps and 1250 STUNet steps of 16 clips (a few minutes on one GPU) learn it.
-# Runs in the GPU environment (environment.yml), not the CPU .venv: `make demo-gpu GPU_PY=python`.
+# The demo at GPU length and twice the CPU demo's base resolution (32x32): a 2000-step T2I and 1250
+# STUNet steps of 16 clips (a few minutes on one GPU). Runs in the GPU environment (environment.yml),
+# not the CPU .venv: `make demo-gpu GPU_PY=python`.
 GPU_PY ?= python
-DEMO_GPU_DATA := -m lumiere.data.synthetic --out data/demo_behind --train 512 --val 32 --test 64 --frames 32 --fps 16 \
-	--size 32 --hr-size 64 --seed 0 $(DEMO_SLICE) --restrict speed=medium --linear-start behind
 
-demo-gpu:  ## On a GPU: behind-slice data -> 2000-step T2I -> 1250-step STUNet (batch 16) -> direction probe
-	$(GPU_PY) $(DEMO_GPU_DATA)
+demo-gpu:  ## On a GPU: demo data -> 2000-step T2I -> 1250-step STUNet (32x32, batch 16) -> direction probe
+	$(GPU_PY) $(DEMO_DATA)
 	$(GPU_PY) train.py experiment=demo_gpu_t2i
 	$(GPU_PY) train.py experiment=demo_gpu_stunet
 	$(GPU_PY) benchmarks/probe_prompt_following.py stunet outputs/demo_gpu_stunet/demo/checkpoints/last.ckpt \

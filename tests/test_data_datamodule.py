@@ -203,3 +203,12 @@ def test_loader_resumes_mid_epoch_at_the_first_unseen_batch(tmp_path):
     resumed.load_state_dict(state)
     assert [batch["key"] for batch in resumed] == full[3:]
     assert len(list(resumed)) == len(full)  # only that epoch resumes: the next pass is whole
+
+
+def test_train_captions_are_the_training_clips_captions_read_without_decoding():
+    root = tiny_synthetic()
+    dm = VideoDataModule(root / "train", num_frames=6, target_fps=8, resolution=32, batch_size=4, num_workers=0)
+    captions = dm.train_captions()
+    loaded = [caption for batch in dm.train_dataloader() for caption in batch["caption"]]
+    assert len(captions) == 12 and sorted(captions) == sorted(loaded)
+    assert dm.train_captions(limit=5) == captions[:5]

@@ -320,6 +320,14 @@ def test_attention_pooled_temporal_conditioning_keeps_the_2d_equality_and_checks
     assert positional.temporal_text_embedding.sequence.in_features == 8 * unet_text_dim(unet)
     with torch.no_grad():
         assert (positional(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
+    # So does whitened pooling, before and after it is fitted (on these captions' states).
+    whitened = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, temporal_text_pooling="whitened",
+                      num_temporal_attention_layers=2)
+    for fitted in (False, True):
+        assert whitened.temporal_text_embedding.needs_whitening is not fitted
+        with torch.no_grad():
+            assert (whitened(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
+        whitened.temporal_text_embedding.fit_whitening(inputs[2], inputs[3])
 
 
 def test_temporal_conditioning_feeds_the_embedding_to_every_temporal_block(unets):
@@ -386,6 +394,33 @@ def test_frame_time_embedding_keeps_the_init_equality_and_makes_the_modulation_d
     assert any(n.startswith("temporal_frame_embedding.") for n in names)
     with pytest.raises(ConfigError, match="needs temporal_conditioning"):
         STUNet(unet, temporal_frame_embedding=True)
+
+
+@pytest.mark.parametrize("product", [False, True])
+def test_caption_frame_product_makes_the_captions_effect_depend_on_the_frame(unets, product):
+    """Summed, caption and frame embeddings give every frame the same caption difference; with the
+    product term the difference between two captions changes from frame to frame."""
+    unet = unets["if_stage1_tiny"]
+    torch.manual_seed(9)
+    model = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, temporal_frame_embedding=True,
+                   temporal_caption_frame_product=product, num_temporal_attention_layers=1)
+    sample, timestep, text, mask, labels = _inputs(unet)
+    timestep = torch.full_like(timestep, 300)  # the two videos differ in their captions only
+    with torch.no_grad():
+        torch.testing.assert_close(model(sample, timestep, text, mask, labels),
+                                   _unet_per_frame(unet, sample, timestep, text, mask, labels), atol=TOL, rtol=0)
+    seen = []
+    block = next(m for m in model.modules() if getattr(m, "emb_modulation", None) is not None)
+    handle = block.emb_modulation.register_forward_hook(lambda module, args, output: seen.append(args[1].detach()))
+    with torch.no_grad():
+        model(sample, timestep, text, mask, labels)
+    handle.remove()
+    per_video = seen[0].reshape(sample.shape[0], sample.shape[2], -1)  # (b, t, d), frame-major fold
+    caption_effect = per_video[0] - per_video[1]  # (t, d): what the caption changes, frame by frame
+    varies = (caption_effect - caption_effect[:1]).abs().max() > 1e-4
+    assert bool(varies) is product
+    with pytest.raises(ConfigError, match="needs temporal_frame_embedding"):
+        STUNet(unet, temporal_conditioning=True, temporal_caption_frame_product=True)
 
 
 @pytest.mark.parametrize("resampling", [False, True])

@@ -209,3 +209,42 @@ def test_positional_pooling_keeps_a_one_word_change_large_where_the_mean_shrinks
         assert positional(torch.randn(2, 60, 16), torch.ones(2, 60, dtype=torch.bool)).shape == (2, 12)  # cut to 48
     with pytest.raises(ConfigError, match="num_tokens"):
         PooledTextEmbedding(16, 12, pooling="positional", num_tokens=0)
+
+
+def test_whitened_pooling_gives_a_rare_word_the_scale_of_a_common_one():
+    """Captions = a shared prefix + one of 4 'colour' words (6 distinct tokens) + one of 4 'direction'
+    words (one token, nearly the same for all four): after whitening both factors reach the MLP at
+    comparable scale."""
+    from lumiere.models.temporal import PooledTextEmbedding
+
+    torch.manual_seed(0)
+    prefix, colours = torch.randn(20, 16), torch.randn(4, 6, 16)
+    directions = torch.randn(1, 1, 16) + 0.3 * torch.randn(4, 1, 16)
+    text = torch.stack([torch.cat([prefix, colours[c], directions[d]]) for c in range(4) for d in range(4)])
+    mask = torch.ones(text.shape[:2], dtype=torch.bool)
+    pooling = PooledTextEmbedding(16, 12, pooling="whitened")
+    assert pooling.norm is None and pooling.needs_whitening
+    summary = pooling.fit_whitening(text, mask)
+    assert not pooling.needs_whitening and summary["captions"] == 16
+
+    def factor_spread(vectors, factor):  # mean distance between the factor's group means
+        groups = vectors.view(4, 4, -1).mean(dim=1 - factor)
+        return float(torch.pdist(groups).mean())
+
+    raw = pooling._whitening_input(text, mask)
+    whitened = (raw - pooling.whitening_mean) @ pooling.whitening_matrix
+    assert factor_spread(raw, 1) < 0.2 * factor_spread(raw, 0)  # the direction word is drowned out ...
+    assert factor_spread(whitened, 1) > 0.5 * factor_spread(whitened, 0)  # ... and whitened, it is not
+    torch.testing.assert_close(whitened.mean(dim=0), torch.zeros(16), atol=1e-4, rtol=0)
+    assert torch.linalg.eigvalsh(whitened.T @ whitened / 15).max() <= 1.0 + 1e-4  # no direction above unit variance
+
+    # the whitening is part of the module's state: a copy loaded from it pools identically
+    copy = PooledTextEmbedding(16, 12, pooling="whitened")
+    copy.load_state_dict(pooling.state_dict())
+    assert not copy.needs_whitening
+    with torch.no_grad():
+        torch.testing.assert_close(copy(text, mask), pooling(text, mask))
+    with pytest.raises(ConfigError, match="whitened"):
+        PooledTextEmbedding(16, 12).fit_whitening(text, mask)
+    with pytest.raises(ConfigError, match="at least 2"):
+        PooledTextEmbedding(16, 12, pooling="whitened").fit_whitening(text[:1], mask[:1])

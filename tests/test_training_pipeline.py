@@ -96,7 +96,13 @@ def test_stunet_stage_logs_losses_samples_and_a_trainable_only_checkpoint(worksp
         "frozen T2I weights leaked into the STUNet checkpoint"
     assert not any(key.startswith("text_encoder.") for key in keys)
     assert checkpoint["lumiere"]["model_config"]["_target_"].endswith("TextToVideoModule")
-    assert set(checkpoint["ema"]["shadow"]) == set(keys)
+    # the EMA follows every trainable weight; the rest are the whitening's buffers ...
+    assert set(keys) - set(checkpoint["ema"]["shadow"]) == {
+        f"network.temporal_text_embedding.whitening_{name}" for name in ("mean", "matrix", "fitted")}
+    # ... and the tiny config's whitened caption pooling was fitted on the training captions and saved
+    assert bool(checkpoint["state_dict"]["network.temporal_text_embedding.whitening_fitted"])
+    whitening = checkpoint["state_dict"]["network.temporal_text_embedding.whitening_matrix"]
+    assert not torch.equal(whitening, torch.eye(whitening.shape[0]))
     assert checkpoint["global_step"] == 4
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from itertools import islice
 from typing import Any
 
 import lightning.pytorch as pl
@@ -275,6 +276,26 @@ class VideoDataModule(pl.LightningDataModule):
             loader.skips = previous.skips
         self.loaders[split] = loader
         return loader
+
+    def train_captions(self, limit: int = 4096) -> list[str]:
+        """Up to ``limit`` captions of the training shards, read in shard order without decoding any
+        video: statistics of the caption distribution, e.g. for the STUNet's whitened caption pooling."""
+        import webdataset as wds
+
+        from lumiere.data.shards import sample_caption, sample_meta
+
+        def captions():
+            for shard in self.shards["train"]:
+                for sample in wds.tarfile_to_samples(handler=wds.warn_and_continue)(iter([{"url": shard}])):
+                    try:
+                        caption = sample_caption(sample, sample_meta(sample))
+                    except (ValueError, UnicodeDecodeError):
+                        continue  # bad json: the loader skips this sample too
+                    if caption is not None:
+                        yield caption
+
+        self.setup("fit")
+        return list(islice(captions(), limit))
 
     def train_dataloader(self) -> VideoDataLoader:
         return self._loader("train")

@@ -79,6 +79,9 @@ class _VideoConditioning:
     temporal: torch.Tensor | None = None  # (b, d_time): what the temporal blocks read (temporal_conditioning)
     # (level frames) -> (level frames, d_time): added per frame to ``temporal`` (temporal_frame_embedding)
     frame_embedding: Callable[[int], torch.Tensor] | None = None
+    # (b, d_time): the caption's part of ``temporal``; with it, caption * frame embedding is added too
+    # (temporal_caption_frame_product)
+    caption_for_product: torch.Tensor | None = None
     _per_frame_count: dict = field(default_factory=dict)
 
     @staticmethod
@@ -97,7 +100,10 @@ class _VideoConditioning:
             per_frame = self._per_frame(self.temporal, num_frames)
             if per_frame is not None and self.frame_embedding is not None:
                 # (t, d) tiled over the batch: frame f of every video, in (b t) order
-                per_frame = per_frame + self.frame_embedding(num_frames).repeat(self.temporal.shape[0], 1)
+                frames = self.frame_embedding(num_frames).repeat(self.temporal.shape[0], 1)
+                per_frame = per_frame + frames
+                if self.caption_for_product is not None:
+                    per_frame = per_frame + self._per_frame(self.caption_for_product, num_frames) * frames
             self._per_frame_count[key] = per_frame
         return self._per_frame_count[key]
 
@@ -202,14 +208,20 @@ class STUNet(nn.Module):
         # words in its features (measured in the README's demo section).
         temporal_conditioning: bool = False,
         # How that path pools the caption's text states: "mean"; "attention" (a learned query; equals the mean at
-        # initialisation); or "positional" (the mean plus a linear map of the whole token sequence, so a word that
-        # changes a few tokens is not averaged away). Only with temporal_conditioning. See PooledTextEmbedding.
+        # initialisation); "positional" (the mean plus a linear map of the whole token sequence, so a word that
+        # changes a few tokens is not averaged away); or "whitened" (the mean, whitened over the training captions
+        # before the first step, so a rarely varying word such as the direction arrives at the scale of the
+        # others). Only with temporal_conditioning. See PooledTextEmbedding.
         temporal_text_pooling: str = "mean",
         temporal_text_tokens: int = 112,  # how many tokens "positional" pooling reads (the text encoder's max_length)
         # Also add an embedding of each frame's time in the clip to that conditioning, so the blocks' scale/shift
         # can depend on caption and frame together (where a "moving right" object is early vs late in the clip).
         # Only with temporal_conditioning.
         temporal_frame_embedding: bool = False,
+        # Also add the product (caption embedding) * (frame embedding), elementwise: "moving right" times
+        # "early in the clip" as one feature, which a sum passed through one SiLU expresses only weakly.
+        # Only with temporal_frame_embedding. Not in the paper (README, demo section).
+        temporal_caption_frame_product: bool = False,
         # Also let that conditioning write a smooth spatial map into every temporal block (a shift built from the
         # k x k lowest 2D cosines, k = this value; 0 = off), so caption and frame can say *where* as well as *what*.
         # Not in the paper; only with temporal_conditioning. See temporal.SpatialLayoutShift.
@@ -253,6 +265,10 @@ class STUNet(nn.Module):
         if temporal_frame_embedding and not temporal_conditioning:
             raise ConfigError("temporal_frame_embedding adds to the temporal blocks' conditioning: it needs temporal_conditioning=true")
         self.temporal_frame_embedding = FrameTimeEmbedding(emb_dim) if temporal_frame_embedding else None
+        if temporal_caption_frame_product and not temporal_frame_embedding:
+            raise ConfigError("temporal_caption_frame_product multiplies the caption by the frame embedding: "
+                              "it needs temporal_frame_embedding=true")
+        self.temporal_caption_frame_product = temporal_caption_frame_product
         if temporal_layout_frequencies < 0 or (temporal_layout_frequencies and not temporal_conditioning):
             raise ConfigError(
                 f"temporal_layout_frequencies={temporal_layout_frequencies}: use 0 (off) or k >= 1 with temporal_conditioning=true"
@@ -492,7 +508,9 @@ class STUNet(nn.Module):
 
         cond = self._video_conditioning(sample, timestep, encoder_hidden_states, encoder_attention_mask, class_labels)
         if self.temporal_text_embedding is not None:
-            cond.temporal = cond.time + self.temporal_text_embedding(encoder_hidden_states, encoder_attention_mask)
+            caption = self.temporal_text_embedding(encoder_hidden_states, encoder_attention_mask)
+            cond.temporal = cond.time + caption
+            cond.caption_for_product = caption if self.temporal_caption_frame_product else None
         if self.temporal_frame_embedding is not None:
             cond.frame_embedding = lambda level_frames: self.temporal_frame_embedding(level_frames, t, sample.device, cond.temporal.dtype)
         if unet.config.center_input_sample:

@@ -222,9 +222,18 @@ class PooledTextEmbedding(nn.Module):
     whole token sequence (padded or cut to ``num_tokens``; padding reads as zeros), so a word that
     changes a few tokens changes the embedding about as much as it changes those tokens. Averaging
     over all tokens shrinks such a word to a few percent of the embedding (a direction word: 6%
-    after mean pooling, measured in the README), too little for the temporal blocks to learn from."""
+    after mean pooling, measured in the README), too little for the temporal blocks to learn from.
+    ``pooling="whitened"``: the masked mean of the (unscaled) normalised states, whitened over the
+    training captions (BERT-whitening, Su et al. 2021): minus their mean, times the inverse square
+    root of their covariance (:meth:`fit_whitening`, before training). Every way in which the
+    training captions differ then reaches the MLP at about unit scale, however little the text
+    encoder separates it: in the demo's captions the direction word accounts for 1.6% of the mean
+    pooling's variance and colour for 85% (README)."""
 
-    POOLINGS = ("mean", "attention", "positional")
+    POOLINGS = ("mean", "attention", "positional", "whitened")
+    # Ridge added to the covariance's eigenvalues, relative to the largest: caps the gain of directions
+    # in which the training captions hardly vary (a templated caption set spans only a few dimensions).
+    WHITENING_RIDGE = 1e-3
 
     def __init__(self, text_dim: int, emb_dim: int, pooling: str = "mean", num_tokens: int = 112):
         super().__init__()
@@ -234,21 +243,63 @@ class PooledTextEmbedding(nn.Module):
             raise ConfigError(f"positional text pooling needs num_tokens >= 1, got {num_tokens}")
         self.pooling = pooling
         self.num_tokens = num_tokens
-        self.norm = nn.LayerNorm(text_dim)
+        self.norm = nn.LayerNorm(text_dim) if pooling != "whitened" else None
         if pooling == "attention":
             self.key = nn.Linear(text_dim, text_dim, bias=False)
             self.query = nn.Parameter(torch.zeros(text_dim))
         if pooling == "positional":
             self.sequence = nn.Linear(num_tokens * text_dim, emb_dim)
+        if pooling == "whitened":  # identity until fitted; saved with the module's state
+            self.register_buffer("whitening_mean", torch.zeros(text_dim))
+            self.register_buffer("whitening_matrix", torch.eye(text_dim))
+            self.register_buffer("whitening_fitted", torch.tensor(False))
         self.mlp = nn.Sequential(nn.Linear(text_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+    @staticmethod
+    def _masked_mean(states: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = torch.ones_like(states[..., :1]) if mask is None else mask.to(states.dtype).unsqueeze(-1)
+        masked = states * weights  # padding tokens read as zeros
+        return masked.sum(dim=1) / weights.sum(dim=1).clamp(min=1.0), masked
+
+    def _whitening_input(self, text: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        # No learned affine here: the whitening is fitted once, on these exact values.
+        return self._masked_mean(F.layer_norm(text.float(), text.shape[-1:]), mask)[0]
+
+    @property
+    def needs_whitening(self) -> bool:
+        return self.pooling == "whitened" and not bool(self.whitening_fitted)
+
+    @torch.no_grad()
+    def fit_whitening(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, float]:
+        """Fit the whitening on the text states (n, l, d) of n training captions; returns the
+        eigenvalue spectrum's summary (for the log)."""
+        if self.pooling != "whitened":
+            raise ConfigError(f"fit_whitening needs pooling='whitened', this pooling is {self.pooling!r}")
+        pooled = self._whitening_input(text, mask).double()
+        if pooled.shape[0] < 2:
+            raise ConfigError(f"whitening the caption needs at least 2 training captions, got {pooled.shape[0]}")
+        mean = pooled.mean(dim=0)
+        centred = pooled - mean
+        covariance = centred.T @ centred / (pooled.shape[0] - 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        eigenvalues = eigenvalues.clamp(min=0.0)
+        ridge = self.WHITENING_RIDGE * float(eigenvalues.max()) + 1e-12
+        matrix = eigenvectors @ torch.diag((eigenvalues + ridge).rsqrt()) @ eigenvectors.T
+        self.whitening_mean.copy_(mean.to(self.whitening_mean))
+        self.whitening_matrix.copy_(matrix.to(self.whitening_matrix))
+        self.whitening_fitted.fill_(True)
+        return {"captions": float(pooled.shape[0]), "top_eigenvalue": float(eigenvalues.max()),
+                "dims_above_ridge": float((eigenvalues > ridge).sum())}
 
     def forward(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """text: (b, l, d) states, mask: (b, l) True for real tokens -> (b, emb_dim)."""
+        if self.pooling == "whitened":
+            whitened = (self._whitening_input(text, mask) - self.whitening_mean) @ self.whitening_matrix
+            return self.mlp(whitened.to(text.dtype))
         states = self.norm(text)
         if self.pooling in ("mean", "positional"):
-            weights = torch.ones_like(states[..., :1]) if mask is None else mask.to(states.dtype).unsqueeze(-1)
-            masked = states * weights  # padding tokens read as zeros
-            pooled = self.mlp(masked.sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))
+            mean, masked = self._masked_mean(states, mask)
+            pooled = self.mlp(mean)
             if self.pooling == "mean":
                 return pooled
             sequence = masked[:, : self.num_tokens]
@@ -300,7 +351,8 @@ class FrameTimeEmbedding(nn.Module):
     it is encoded at their centre, in input-frame units, so every level agrees on what "frame 6 of
     the clip" means. Summed with the time and caption embeddings before the blocks' SiLU + linear
     scale/shift, it lets a block's modulation depend on (caption, frame) jointly, e.g. "moving right"
-    and early in the clip: the object is on the left."""
+    and early in the clip: the object is on the left. A sum gives that joint dependence only through
+    the one SiLU; ``STUNet(temporal_caption_frame_product=True)`` also adds caption * frame embedding."""
 
     def __init__(self, emb_dim: int):
         super().__init__()

@@ -8,6 +8,7 @@ local folders), freezes it, and trains only the temporal blocks that `STUNet` in
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable
 
@@ -16,9 +17,12 @@ from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import Tensor
 
+from lumiere.errors import ConfigError
 from lumiere.models import STUNet, FrozenTextEncoder, load_unet
 from lumiere.training.base import DiffusionModule
 from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
+
+log = logging.getLogger(__name__)
 
 T2I_META_FILE = "lumiere_t2i.json"  # beside the exported unet/ weights
 
@@ -91,6 +95,25 @@ class TextToVideoModule(DiffusionModule):
 
     def frozen_modules(self):
         return [self.text_encoder, self.network.unet]
+
+    def on_fit_start(self) -> None:
+        # Whitened caption pooling for the temporal blocks is fitted once, on the training captions,
+        # before the first step (a resumed run restores it with the checkpoint instead).
+        pooling = self.network.temporal_text_embedding
+        if pooling is None or not pooling.needs_whitening:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not hasattr(datamodule, "train_captions"):
+            raise ConfigError("temporal_text_pooling='whitened' is fitted on the training captions: train with a "
+                              "VideoDataModule (or a data module with train_captions())")
+        captions = datamodule.train_captions()
+        with torch.no_grad():
+            encoded = [self.text_encoder(captions[i:i + 64]) for i in range(0, len(captions), 64)]
+        states = torch.cat([hidden for hidden, _ in encoded])
+        mask = torch.cat([mask for _, mask in encoded])
+        summary = pooling.fit_whitening(states, mask)
+        log.info("whitened the temporal blocks' caption pooling on %d training captions (%d dimensions above the ridge)",
+                 int(summary["captions"]), int(summary["dims_above_ridge"]))
 
     def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
         return self.network(x_t, t, cond["encoder_hidden_states"],
