@@ -270,12 +270,23 @@ class PooledTextEmbedding(nn.Module):
         return self.pooling == "whitened" and not bool(self.whitening_fitted)
 
     @torch.no_grad()
+    def pooled_for_whitening(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, l, d) text states -> the (n, d) float32 vectors the whitening is fitted on and applied to."""
+        return self._whitening_input(text, mask)
+
+    @torch.no_grad()
     def fit_whitening(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, float]:
         """Fit the whitening on the text states (n, l, d) of n training captions; returns the
         eigenvalue spectrum's summary (for the log)."""
+        return self.fit_whitening_pooled(self.pooled_for_whitening(text, mask))
+
+    @torch.no_grad()
+    def fit_whitening_pooled(self, pooled: torch.Tensor) -> dict[str, float]:
+        """Fit the whitening on (n, d) vectors from :meth:`pooled_for_whitening` (pool captions in
+        chunks to fit on many without holding all their token states)."""
         if self.pooling != "whitened":
             raise ConfigError(f"fit_whitening needs pooling='whitened', this pooling is {self.pooling!r}")
-        pooled = self._whitening_input(text, mask).double()
+        pooled = pooled.double()
         if pooled.shape[0] < 2:
             raise ConfigError(f"whitening the caption needs at least 2 training captions, got {pooled.shape[0]}")
         mean = pooled.mean(dim=0)
@@ -294,8 +305,13 @@ class PooledTextEmbedding(nn.Module):
     def forward(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """text: (b, l, d) states, mask: (b, l) True for real tokens -> (b, emb_dim)."""
         if self.pooling == "whitened":
-            whitened = (self._whitening_input(text, mask) - self.whitening_mean) @ self.whitening_matrix
-            return self.mlp(whitened.to(text.dtype))
+            # In float32 whatever the precision: under bf16 autocast the matmul rounds away much of
+            # the directions the whitening amplifies, and a half-precision copy of the module would
+            # otherwise mix dtypes here.
+            with torch.autocast(text.device.type, enabled=False):
+                pooled = self._whitening_input(text, mask)
+                whitened = (pooled - self.whitening_mean.float()) @ self.whitening_matrix.float()
+            return self.mlp(whitened.to(self.mlp[0].weight.dtype))
         states = self.norm(text)
         if self.pooling in ("mean", "positional"):
             mean, masked = self._masked_mean(states, mask)

@@ -107,11 +107,11 @@ class TextToVideoModule(DiffusionModule):
             raise ConfigError("temporal_text_pooling='whitened' is fitted on the training captions: train with a "
                               "VideoDataModule (or a data module with train_captions())")
         captions = datamodule.train_captions()
+        # Pooled chunk by chunk: only (n, d) vectors are kept, not every caption's token states.
         with torch.no_grad():
-            encoded = [self.text_encoder(captions[i:i + 64]) for i in range(0, len(captions), 64)]
-        states = torch.cat([hidden for hidden, _ in encoded])
-        mask = torch.cat([mask for _, mask in encoded])
-        summary = pooling.fit_whitening(states, mask)
+            pooled = torch.cat([pooling.pooled_for_whitening(*self.text_encoder(captions[i:i + 64]))
+                                for i in range(0, len(captions), 64)])
+        summary = pooling.fit_whitening_pooled(pooled)
         log.info("whitened the temporal blocks' caption pooling on %d training captions (%d dimensions above the ridge)",
                  int(summary["captions"]), int(summary["dims_above_ridge"]))
 
