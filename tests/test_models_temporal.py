@@ -231,7 +231,7 @@ def test_whitened_pooling_gives_a_rare_word_the_scale_of_a_common_one():
         groups = vectors.view(4, 4, -1).mean(dim=1 - factor)
         return float(torch.pdist(groups).mean())
 
-    raw = pooling._whitening_input(text, mask)
+    raw = pooling.pooled_for_whitening(text, mask)
     whitened = (raw - pooling.whitening_mean) @ pooling.whitening_matrix
     assert factor_spread(raw, 1) < 0.2 * factor_spread(raw, 0)  # the direction word is drowned out ...
     assert factor_spread(whitened, 1) > 0.5 * factor_spread(whitened, 0)  # ... and whitened, it is not

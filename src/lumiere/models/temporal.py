@@ -261,18 +261,15 @@ class PooledTextEmbedding(nn.Module):
         masked = states * weights  # padding tokens read as zeros
         return masked.sum(dim=1) / weights.sum(dim=1).clamp(min=1.0), masked
 
-    def _whitening_input(self, text: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        # No learned affine here: the whitening is fitted once, on these exact values.
-        return self._masked_mean(F.layer_norm(text.float(), text.shape[-1:]), mask)[0]
 
     @property
     def needs_whitening(self) -> bool:
         return self.pooling == "whitened" and not bool(self.whitening_fitted)
 
-    @torch.no_grad()
     def pooled_for_whitening(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(n, l, d) text states -> the (n, d) float32 vectors the whitening is fitted on and applied to."""
-        return self._whitening_input(text, mask)
+        """(n, l, d) text states -> the (n, d) float32 vectors the whitening is fitted on and applied to.
+        No learned affine here: the whitening is fitted once, on these exact values."""
+        return self._masked_mean(F.layer_norm(text.float(), text.shape[-1:]), mask)[0]
 
     @torch.no_grad()
     def fit_whitening(self, text: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, float]:
@@ -309,7 +306,7 @@ class PooledTextEmbedding(nn.Module):
             # the directions the whitening amplifies, and a half-precision copy of the module would
             # otherwise mix dtypes here.
             with torch.autocast(text.device.type, enabled=False):
-                pooled = self._whitening_input(text, mask)
+                pooled = self.pooled_for_whitening(text, mask)
                 whitened = (pooled - self.whitening_mean.float()) @ self.whitening_matrix.float()
             return self.mlp(whitened.to(self.mlp[0].weight.dtype))
         states = self.norm(text)
