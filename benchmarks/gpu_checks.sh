@@ -6,14 +6,14 @@
 #      stage I's four levels and block types at an eighth of its width (the full width's three
 #      copies of a 4.3B U-Net do not fit one card beside their activations)   -> bench_stunet.txt
 #   3. optional (needs a stage-0 export and a linear-motion slice of the benchmark): bf16-mixed
-#      training of two base STUNets, mean and positional caption pooling, for MINUTES each (3 minutes:
+#      training of two base STUNets with the demo's conditioning, mean and whitened caption pooling, for MINUTES each (3 minutes:
 #      about 1300 steps of 16 clips; the CPU demo affords 400 of 4), then the prompt-following probes
 #      on each                                                 -> train_*.log, probe_*.json, sheet_*.png
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR [T2I_EXPORT_DIR DATA_DIR [MINUTES]]
 #
 # Logs, probe JSON, sample sheets and metrics CSVs land under OUT_DIR; step 3's checkpoints under
-# outputs/demo_stunet/gpu_{mean,positional} (replaced on every run). MINUTES is a whole number. Each
+# outputs/demo_stunet/gpu_{mean,whitened} (replaced on every run). MINUTES is a whole number. Each
 # step has its own time limit, so one failing step does not cost the others.
 set -u -o pipefail
 out=${1:?usage: gpu_checks.sh OUT_DIR [T2I_EXPORT_DIR DATA_DIR [MINUTES]]}
@@ -49,8 +49,8 @@ train() {  # run_name pooling
     model.unet_path="$t2i/unet" model.text_encoder_path="$t2i/text_encoder" \
     data.train_shards="$data/train" data.val_shards="$data/val" data.test_shards="$data/val" data.decoder=pyav \
     data.batch_size=16 data.num_workers=4 data.epoch_length=250 \
-    model.objective.loss_weighting=uniform model.stunet.temporal_frame_embedding=true \
-    model.stunet.temporal_layout_frequencies=4 model.stunet.temporal_text_pooling="$2" \
+    model.objective.loss_weighting=uniform model.stunet.temporal_conditioning.caption_frame_product=false \
+    model.stunet.temporal_conditioning.pooling="$2" \
     model.lr_warmup_steps=100 model.ema_decay=0.999 \
     trainer.max_steps=20000 "+trainer.max_time=00:00:$(printf %02d "$minutes"):00" trainer.check_val_every_n_epoch=4 \
     trainer.log_every_n_steps=50 trainer.enable_progress_bar=false callbacks.model_checkpoint.every_n_train_steps=250 \
@@ -58,9 +58,9 @@ train() {  # run_name pooling
   echo "train $1: exit $?"
 }
 train gpu_mean mean &
-train gpu_positional positional &
+train gpu_whitened whitened &
 wait
-for run in gpu_mean gpu_positional; do
+for run in gpu_mean gpu_whitened; do
   dir=outputs/demo_stunet/$run
   cp "$dir/csv/metrics.csv" "$out/metrics_$run.csv" 2>/dev/null
   ls "$dir/checkpoints" | tail -3

@@ -143,73 +143,39 @@ def test_invalid_settings_raise_config_errors():
         objective.loss(lambda x, t, c: torch.zeros(x.shape[0], 5, *x.shape[2:]), torch.zeros(1, 3, 1, 4, 4), {})
 
 
-def test_frame_noise_prior_correlates_frames_keeps_unit_variance_and_defaults_to_iid():
+def test_noise_is_the_papers_iid_gaussian_for_a_batch_or_one_clip():
     from lumiere.diffusion import DiffusionObjective
 
-    mixed = DiffusionObjective(frame_noise_correlation=0.6)
-    noise = mixed.draw_noise((2, 3, 8, 16, 16), generator=torch.Generator().manual_seed(0))
-    assert noise.shape == (2, 3, 8, 16, 16)
-    per_frame = noise.movedim(2, 0).reshape(8, -1)
-    correlation = torch.corrcoef(per_frame)
-    off_diagonal = correlation[~torch.eye(8, dtype=torch.bool)]
-    assert abs(noise.std().item() - 1.0) < 0.03 and abs(off_diagonal.mean().item() - 0.6) < 0.05
-    # One clip (C, T, H, W) works too (the per-sample generators of training); a single frame is not mixed.
-    assert mixed.draw_noise((3, 4, 8, 8), generator=torch.Generator().manual_seed(1)).shape == (3, 4, 8, 8)
-    single = mixed.draw_noise((3, 1, 8, 8), generator=torch.Generator().manual_seed(2))
-    assert torch.equal(single, torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(2)))
-    # The default is the paper's i.i.d. noise, with the same draws as before the option existed.
     iid = DiffusionObjective().draw_noise((2, 3, 4, 8, 8), generator=torch.Generator().manual_seed(3))
     assert torch.equal(iid, torch.randn((2, 3, 4, 8, 8), generator=torch.Generator().manual_seed(3)))
-    with pytest.raises(ConfigError, match="frame_noise_correlation"):
-        DiffusionObjective(frame_noise_correlation=1.0)
+    one_clip = DiffusionObjective().draw_noise((3, 4, 8, 8), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(one_clip, torch.randn((3, 4, 8, 8), generator=torch.Generator().manual_seed(1)))
 
 
-def test_timestep_shift_moves_training_toward_high_noise_and_defaults_to_uniform():
-    draws = 20_000
-    uniform = DiffusionObjective().sample_timesteps(draws, generator=torch.Generator().manual_seed(0))
-    # s = 1 keeps the uniform draws exactly (runs from before the option reproduce)
-    assert torch.equal(uniform, torch.randint(0, 1000, (draws,), generator=torch.Generator().manual_seed(0)))
-    shifted = DiffusionObjective(timestep_shift=3.0).sample_timesteps(draws, generator=torch.Generator().manual_seed(0))
-    assert shifted.dtype == torch.long and int(shifted.min()) >= 0 and int(shifted.max()) <= 999
-    # t/T = 3u / (1 + 2u): the median (u = 1/2) is 3/4 of the schedule, and P(t >= 900) = 1 - 0.75 = 0.25
-    assert abs(shifted.float().median().item() - 750) < 15
-    assert abs((shifted >= 900).float().mean().item() - 0.25) < 0.015
-    assert abs((uniform >= 900).float().mean().item() - 0.10) < 0.015
-    with pytest.raises(ConfigError, match="timestep_shift"):
-        DiffusionObjective(timestep_shift=0.0)
-
-
-def test_training_draws_its_timesteps_from_the_objective_so_the_shift_applies():
-    """The Lightning module's per-sample draws go through `sample_timesteps` (a shift set in the
-    config reaches training), and with s = 1 they are the uniform draws of before the option."""
+def test_training_draws_uniform_timesteps_from_the_objective_after_the_noise():
+    """The Lightning module's per-sample draws go through the objective: noise first, then t uniform."""
     from functools import partial
 
     from lumiere.models import build_tiny_text_encoder, build_unet
     from lumiere.training import TextToImageModule
 
     seen = []
+    objective = DiffusionObjective()
+    module = TextToImageModule(unet=build_unet("if_stage1_tiny"), text_encoder=build_tiny_text_encoder(),
+                               objective=objective, optimizer=partial(torch.optim.AdamW, lr=1e-4))
+    original = objective.loss
 
-    def run(shift: float) -> torch.Tensor:
-        objective = DiffusionObjective(timestep_shift=shift)
-        module = TextToImageModule(unet=build_unet("if_stage1_tiny"), text_encoder=build_tiny_text_encoder(),
-                                   objective=objective, optimizer=partial(torch.optim.AdamW, lr=1e-4))
-        original = objective.loss
+    def recording_loss(*args, timesteps, **kwargs):
+        seen.append(timesteps)
+        return original(*args, timesteps=timesteps, **kwargs)
 
-        def recording_loss(*args, timesteps, **kwargs):
-            seen.append(timesteps)
-            return original(*args, timesteps=timesteps, **kwargs)
+    objective.loss = recording_loss
+    batch = {"video": torch.zeros(64, 3, 1, 16, 16), "caption": ["a red circle"] * 64}
+    module.diffusion_loss(batch, [torch.Generator().manual_seed(i) for i in range(64)])
 
-        objective.loss = recording_loss
-        batch = {"video": torch.zeros(64, 3, 1, 16, 16), "caption": ["a red circle"] * 64}
-        module.diffusion_loss(batch, [torch.Generator().manual_seed(i) for i in range(64)])
-        return seen[-1]
-
-    def draws_before_the_option(seed: int) -> torch.Tensor:
+    def expected_draw(seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        DiffusionObjective().draw_noise((3, 1, 16, 16), generator=generator)  # the noise is drawn first
+        torch.randn((3, 1, 16, 16), generator=generator)  # the noise is drawn first
         return torch.randint(0, 1000, (), generator=generator)
 
-    uniform, shifted = run(1.0), run(8.0)
-    assert torch.equal(uniform, torch.stack([draws_before_the_option(i) for i in range(64)]))
-    # t/T = 8u / (1 + 7u) has mean (8/7)(1 - ln(8)/7) = 0.80 for u ~ U(0, 1) (uniform: 0.5)
-    assert 700 < shifted.float().mean() < 900 and 0 <= int(shifted.min()) and int(shifted.max()) <= 999
+    assert torch.equal(seen[-1], torch.stack([expected_draw(i) for i in range(64)]))

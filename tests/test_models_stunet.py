@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from einops import rearrange
@@ -10,6 +12,8 @@ from safetensors.torch import load_file, save_file
 from lumiere.errors import ConfigError
 from lumiere.models import STUNet, build_fixed_resolution_inflation, build_unet
 from lumiere.models.t2i import unet_text_dim
+from lumiere.models.temporal import FactorizedSpaceTimeConvBlock, TemporalAttentionBlock
+from lumiere.models.temporal_conditioning import TemporalConditioning
 
 PRESETS = ["if_stage1_tiny", "sd_tiny", "if_stage2_tiny"]
 TOL = 1e-5
@@ -290,72 +294,107 @@ def test_fixed_resolution_inflation_has_temporal_blocks_everywhere_and_keeps_fra
         assert (baseline(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
 
 
-# ---- temporal conditioning (an option beyond the paper): identity at init, the embedding matters --
+# ---- the CPU demo's temporal conditioning (not in the paper): App. B's equalities hold, the embedding matters --
+
+
+def _conditioning(**options):
+    return partial(TemporalConditioning, **options)
+
+
+DEMO_CONDITIONING = dict(pooling="whitened", frame_embedding=True, caption_frame_product=True, layout_frequencies=4)
+
+
+def _modulated_blocks(model):
+    return [m for m in model.modules() if getattr(m, "modulation", None) is not None]
+
+
+def _temporal_blocks(model):
+    return [m for m in model.modules() if isinstance(m, (FactorizedSpaceTimeConvBlock, TemporalAttentionBlock))]
+
+
+def test_the_papers_stunet_has_no_conditioning_path(unets):
+    model = STUNet(unets["if_stage1_tiny"])
+    assert model.temporal_conditioning is None and not _modulated_blocks(model)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_temporally_conditioned_stunet_at_init_keeps_the_2d_equality(unets, preset):
+@pytest.mark.parametrize("options", [{}, DEMO_CONDITIONING], ids=["mean", "demo"])
+def test_temporally_conditioned_stunet_at_init_keeps_the_2d_equality(unets, preset, options):
     unet = unets[preset]
     torch.manual_seed(4)
-    model = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, num_temporal_attention_layers=2)
+    model = STUNet(unet, temporal_resampling=False, temporal_conditioning=_conditioning(**options), num_temporal_attention_layers=2)
     inputs = _inputs(unet)
     with torch.no_grad():
         assert (model(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
 
 
-def test_attention_pooled_temporal_conditioning_keeps_the_2d_equality_and_checks_its_name(unets):
+@pytest.mark.parametrize("preset", ["if_stage1_tiny", "sd_tiny"])
+def test_with_the_demos_conditioning_every_nth_output_frame_equals_2d_unet(unets, preset):
+    unet = unets[preset]
+    torch.manual_seed(4)
+    model = STUNet(unet, temporal_conditioning=_conditioning(**DEMO_CONDITIONING), num_temporal_attention_layers=2)
+    n = model.temporal_factor
+    inputs = _inputs(unet, frames=8)
+    with torch.no_grad():
+        video, reference = model(*inputs), _unet_per_frame(unet, *inputs)
+    assert (video[:, :, ::n] - reference[:, :, ::n]).abs().max() <= TOL
+
+
+def test_whitened_pooling_keeps_the_2d_equality_before_and_after_its_fit(unets):
     unet = unets["if_stage1_tiny"]
     torch.manual_seed(6)
-    model = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, temporal_text_pooling="attention",
-                   num_temporal_attention_layers=2)
-    assert model.temporal_text_embedding.pooling == "attention"
-    inputs = _inputs(unet)
-    with torch.no_grad():
-        assert (model(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
-    with pytest.raises(ConfigError, match="temporal_text_pooling"):
-        STUNet(unet, temporal_conditioning=True, temporal_text_pooling="max")
-    # Positional pooling (not zero at initialisation) still leaves the inflated net equal to the 2D net.
-    positional = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, temporal_text_pooling="positional",
-                        temporal_text_tokens=8, num_temporal_attention_layers=2)
-    assert positional.temporal_text_embedding.sequence.in_features == 8 * unet_text_dim(unet)
-    with torch.no_grad():
-        assert (positional(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
-    # So does whitened pooling, before and after it is fitted (on these captions' states).
-    whitened = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, temporal_text_pooling="whitened",
+    whitened = STUNet(unet, temporal_resampling=False, temporal_conditioning=_conditioning(pooling="whitened"),
                       num_temporal_attention_layers=2)
+    inputs = _inputs(unet)
+    conditioning = whitened.temporal_conditioning
     for fitted in (False, True):
-        assert whitened.temporal_text_embedding.needs_whitening is not fitted
+        assert conditioning.needs_fit is not fitted
         with torch.no_grad():
             assert (whitened(*inputs) - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
-        whitened.temporal_text_embedding.fit_whitening(inputs[2], inputs[3])
+        conditioning.fit_on_captions(["a", "b"], lambda captions: (inputs[2][: len(captions)], inputs[3][: len(captions)]))
+    with pytest.raises(ConfigError, match="pooling"):
+        STUNet(unet, temporal_conditioning=_conditioning(pooling="max"))
 
 
 def test_temporal_conditioning_feeds_the_embedding_to_every_temporal_block(unets):
     unet = unets["if_stage1_tiny"]
     torch.manual_seed(5)
-    model = STUNet(unet, temporal_conditioning=True, num_temporal_attention_layers=2)
-    modulated = [m for m in model.modules() if getattr(m, "emb_modulation", None) is not None]
-    blocks = [m for m in model.modules() if type(m).__name__ in ("FactorizedSpaceTimeConvBlock", "TemporalAttentionBlock")]
-    assert modulated and len(modulated) == len(blocks)
+    model = STUNet(unet, temporal_conditioning=_conditioning(), num_temporal_attention_layers=2)
+    modulated = _modulated_blocks(model)
+    assert modulated and len(modulated) == len(_temporal_blocks(model))
     _perturb_trainable(model)
     sample, timestep, text, mask, labels = _inputs(unet)
     with torch.no_grad():
         reference = model(sample, timestep, text, mask, labels)
         for block in modulated:  # silence only the embedding path: the output must change
-            block.emb_modulation.proj.weight.zero_()
-            block.emb_modulation.proj.bias.zero_()
+            block.modulation.film.weight.zero_()
+            block.modulation.film.bias.zero_()
         without = model(sample, timestep, text, mask, labels)
     assert (reference - without).abs().max() > 1e-3
     # Only the new modulation layers are added to the trainable set.
-    names = [n for n, _ in model.trainable_named_parameters() if "emb_modulation" in n]
+    names = [n for n, _ in model.trainable_named_parameters() if ".modulation." in n]
     assert len(names) == 2 * len(modulated) and not any(n.startswith("unet.") for n in names)
+
+
+def _record_embeddings(model):
+    """The embedding every modulation receives in the next forward, keyed by block name."""
+    seen = {}
+
+    def keep(name):
+        def hook(module, args, output):
+            seen[name] = args[1].detach().clone()  # returns None: the output stays
+        return hook
+
+    handles = [block.modulation.register_forward_hook(keep(name))
+               for name, block in model.named_modules() if getattr(block, "modulation", None) is not None]
+    return seen, handles
 
 
 @pytest.mark.parametrize("resampling", [False, True])
 def test_frame_time_embedding_keeps_the_init_equality_and_makes_the_modulation_depend_on_the_frame(unets, resampling):
     unet = unets["if_stage1_tiny"]
     torch.manual_seed(7)
-    model = STUNet(unet, temporal_resampling=resampling, temporal_conditioning=True, temporal_frame_embedding=True,
+    model = STUNet(unet, temporal_resampling=resampling, temporal_conditioning=_conditioning(frame_embedding=True),
                    num_temporal_attention_layers=2)
     inputs = _inputs(unet)
     with torch.no_grad():
@@ -368,32 +407,20 @@ def test_frame_time_embedding_keeps_the_init_equality_and_makes_the_modulation_d
             assert (at_init - _unet_per_frame(unet, *inputs)).abs().max() <= TOL
 
     # The conditioning the blocks read now differs from frame to frame, at every level's frame count.
-    conditioning = {}
-
-    def keep_embedding(name):
-        def hook(module, args, output):
-            conditioning[name] = args[1].detach().clone()  # returns None: the output stays
-        return hook
-
-    for name, block in model.named_modules():
-        if getattr(block, "emb_modulation", None) is not None:
-            block.emb_modulation.register_forward_hook(keep_embedding(name))
+    conditioning, _ = _record_embeddings(model)
     with torch.no_grad():
         model(*inputs)
     batch, frames = inputs[0].shape[0], inputs[0].shape[2]
     frame_counts = set()
     for emb in conditioning.values():
-        # conv blocks get ((b t), d) frame-major; attention blocks ((b h w), t, d), one row per pixel
-        per_video = emb if emb.ndim == 3 else emb.reshape(batch, -1, emb.shape[-1])
+        per_video = emb.reshape(batch, -1, emb.shape[-1])  # ((b t), d), frame-major
         frame_counts.add(per_video.shape[1])
         assert (per_video[:, 0] - per_video[:, -1]).abs().max() > 1e-4  # first and last frame differ
     # every level's frame count: T, T/2, ... T/N (only T without resampling)
     assert frame_counts == {frames >> k for k in range(len(model.temporal_downsample_levels) + 1)}
     # Trainable, and part of the temporal checkpoint.
     names = [n for n, _ in model.trainable_named_parameters()]
-    assert any(n.startswith("temporal_frame_embedding.") for n in names)
-    with pytest.raises(ConfigError, match="needs temporal_conditioning"):
-        STUNet(unet, temporal_frame_embedding=True)
+    assert any(n.startswith("temporal_conditioning.frame_embedding.") for n in names)
 
 
 @pytest.mark.parametrize("product", [False, True])
@@ -402,16 +429,17 @@ def test_caption_frame_product_makes_the_captions_effect_depend_on_the_frame(une
     product term the difference between two captions changes from frame to frame."""
     unet = unets["if_stage1_tiny"]
     torch.manual_seed(9)
-    model = STUNet(unet, temporal_resampling=False, temporal_conditioning=True, temporal_frame_embedding=True,
-                   temporal_caption_frame_product=product, num_temporal_attention_layers=1)
+    model = STUNet(unet, temporal_resampling=False,
+                   temporal_conditioning=_conditioning(frame_embedding=True, caption_frame_product=product),
+                   num_temporal_attention_layers=1)
     sample, timestep, text, mask, labels = _inputs(unet)
     timestep = torch.full_like(timestep, 300)  # the two videos differ in their captions only
     with torch.no_grad():
         torch.testing.assert_close(model(sample, timestep, text, mask, labels),
                                    _unet_per_frame(unet, sample, timestep, text, mask, labels), atol=TOL, rtol=0)
     seen = []
-    block = next(m for m in model.modules() if getattr(m, "emb_modulation", None) is not None)
-    handle = block.emb_modulation.register_forward_hook(lambda module, args, output: seen.append(args[1].detach()))
+    block = _modulated_blocks(model)[0]
+    handle = block.modulation.register_forward_hook(lambda module, args, output: seen.append(args[1].detach()))
     with torch.no_grad():
         model(sample, timestep, text, mask, labels)
     handle.remove()
@@ -419,24 +447,25 @@ def test_caption_frame_product_makes_the_captions_effect_depend_on_the_frame(une
     caption_effect = per_video[0] - per_video[1]  # (t, d): what the caption changes, frame by frame
     varies = (caption_effect - caption_effect[:1]).abs().max() > 1e-4
     assert bool(varies) is product
-    with pytest.raises(ConfigError, match="needs temporal_frame_embedding"):
-        STUNet(unet, temporal_conditioning=True, temporal_caption_frame_product=True)
+    with pytest.raises(ConfigError, match="needs frame_embedding"):
+        STUNet(unet, temporal_conditioning=_conditioning(caption_frame_product=True))
 
 
 @pytest.mark.parametrize("resampling", [False, True])
-def test_layout_shift_keeps_the_init_equality_trains_and_needs_conditioning(unets, resampling):
+def test_layout_shift_keeps_the_init_equality_and_trains(unets, resampling):
     unet = unets["if_stage1_tiny"]
     torch.manual_seed(8)
-    model = STUNet(unet, temporal_resampling=resampling, temporal_conditioning=True, temporal_frame_embedding=True,
-                   temporal_layout_frequencies=3, num_temporal_attention_layers=2)
+    model = STUNet(unet, temporal_resampling=resampling,
+                   temporal_conditioning=_conditioning(frame_embedding=True, layout_frequencies=3),
+                   num_temporal_attention_layers=2)
     inputs = _inputs(unet)
     n = model.temporal_factor
     with torch.no_grad():
         assert (model(*inputs)[:, :, ::n] - _unet_per_frame(unet, *inputs)[:, :, ::n]).abs().max() <= TOL
-    layouts = [m.layout_shift for m in model.modules() if getattr(m, "layout_shift", None) is not None]
-    blocks = [m for m in model.modules() if type(m).__name__ in ("FactorizedSpaceTimeConvBlock", "TemporalAttentionBlock")]
-    assert layouts and len(layouts) == len(blocks)  # every temporal block, conv and attention, at every level
-    names = [name for name, _ in model.trainable_named_parameters() if ".layout_shift." in name]
+    layouts = [block.modulation.layout for block in _modulated_blocks(model)]
+    assert all(layout is not None for layout in layouts)
+    assert layouts and len(layouts) == len(_temporal_blocks(model))  # every temporal block, conv and attention, at every level
+    names = [name for name, _ in model.trainable_named_parameters() if ".modulation.layout." in name]
     assert len(names) == 2 * len(layouts) and set(names) <= set(model.trainable_state_dict())
     # Past initialisation the layout path changes the output (it is wired in, not just built).
     _perturb_trainable(model)
@@ -446,13 +475,13 @@ def test_layout_shift_keeps_the_init_equality_trains_and_needs_conditioning(unet
             layout.proj.weight.zero_()
             layout.proj.bias.zero_()
         assert (reference - model(*inputs)).abs().max() > 1e-3
-    for bad in ({"temporal_layout_frequencies": 3}, {"temporal_conditioning": True, "temporal_layout_frequencies": -1}):
-        with pytest.raises(ConfigError, match="temporal_layout_frequencies"):
-            STUNet(unet, **bad)
+    with pytest.raises(ConfigError, match="layout_frequencies"):
+        STUNet(unet, temporal_conditioning=_conditioning(layout_frequencies=-1))
 
 
 def test_frame_time_embedding_encodes_clip_time_consistently_across_levels():
-    from lumiere.models.temporal import FrameTimeEmbedding, sinusoidal_encoding
+    from lumiere.models.temporal import sinusoidal_encoding
+    from lumiere.models.temporal_conditioning import FrameTimeEmbedding
 
     embedding = FrameTimeEmbedding(16)
     # A level with 4 of 16 frames: frame i stands for input frames 4i..4i+3, encoded at their centre 4i + 1.5.
@@ -464,8 +493,10 @@ def test_frame_time_embedding_encodes_clip_time_consistently_across_levels():
 
 
 def test_temporal_block_built_with_conditioning_refuses_a_missing_embedding():
-    from lumiere.models.temporal import FactorizedSpaceTimeConvBlock
+    from lumiere.models.temporal_conditioning import FeatureModulation
 
-    block = FactorizedSpaceTimeConvBlock(8, emb_dim=16)
+    block = FactorizedSpaceTimeConvBlock(8, modulation=FeatureModulation(16, 8))
     with pytest.raises(ConfigError, match="needs a conditioning embedding"):
         block(torch.randn(4, 8, 4, 4), num_frames=2)
+    with pytest.raises(ConfigError, match="was built without"):
+        FactorizedSpaceTimeConvBlock(8)(torch.randn(4, 8, 4, 4), num_frames=2, emb=torch.randn(4, 16))

@@ -96,14 +96,33 @@ def test_stunet_stage_logs_losses_samples_and_a_trainable_only_checkpoint(worksp
         "frozen T2I weights leaked into the STUNet checkpoint"
     assert not any(key.startswith("text_encoder.") for key in keys)
     assert checkpoint["lumiere"]["model_config"]["_target_"].endswith("TextToVideoModule")
-    # the EMA follows every trainable weight; the rest are the whitening's buffers ...
-    assert set(keys) - set(checkpoint["ema"]["shadow"]) == {
-        f"network.temporal_text_embedding.whitening_{name}" for name in ("mean", "matrix", "fitted")}
-    # ... and the tiny config's whitened caption pooling was fitted on the training captions and saved
-    assert bool(checkpoint["state_dict"]["network.temporal_text_embedding.whitening_fitted"])
-    whitening = checkpoint["state_dict"]["network.temporal_text_embedding.whitening_matrix"]
-    assert not torch.equal(whitening, torch.eye(whitening.shape[0]))
+    # the paper's STUNet: the EMA follows every weight the checkpoint holds
+    assert set(keys) == set(checkpoint["ema"]["shadow"])
+    assert not any(".modulation." in key or "temporal_conditioning" in key for key in keys)
     assert checkpoint["global_step"] == 4
+
+
+DEMO_CONDITIONING = ("model.stunet.temporal_conditioning={_target_:lumiere.models.TemporalConditioning,_partial_:true,"
+                     "pooling:whitened,frame_embedding:true,caption_frame_product:true,layout_frequencies:2}")
+
+
+def test_the_demos_conditioning_is_fitted_on_the_training_captions_before_the_first_step(workspace, t2i_run):
+    """With the demo's extension, training fits the whitened caption pooling on the training captions
+    and saves it with the checkpoint (buffers, outside the EMA)."""
+    from lumiere.tasks import train
+
+    overrides = ["experiment=tiny_stunet", DEMO_CONDITIONING, "trainer.max_steps=2", "run_name=conditioned",
+                 *path_overrides(workspace, "stunet_conditioned")]
+    train(compose_config("train", overrides, workspace / "stunet_conditioned"))
+    checkpoint = torch.load(workspace / "stunet_conditioned" / "checkpoints" / "last.ckpt", map_location="cpu",
+                            weights_only=True)
+    state = checkpoint["state_dict"]
+    buffers = {f"network.temporal_conditioning.caption.whitening_{name}" for name in ("mean", "matrix", "fitted")}
+    assert set(state) - set(checkpoint["ema"]["shadow"]) == buffers
+    assert bool(state["network.temporal_conditioning.caption.whitening_fitted"])
+    whitening = state["network.temporal_conditioning.caption.whitening_matrix"]
+    assert not torch.equal(whitening, torch.eye(whitening.shape[0]))
+    assert any(".modulation.layout." in key for key in state) and any("frame_embedding" in key for key in state)
 
 
 def test_only_temporal_parameters_are_optimised(stunet_run):

@@ -5,7 +5,7 @@ it inflates (Sec. 3.1); only the target parameterisation and the per-timestep we
 
     L = E_{x0, eps, t} [ w(t) * || f(x_t, t, cond) - target(x0, eps, t) ||^2 ]
 
-with t uniform over the training timesteps (or shifted toward high noise: `timestep_shift`).
+with t uniform over the training timesteps.
 `loss_weighting="min_snr"` is Min-SNR-gamma (Hang et al. 2023): w(t) = min(SNR(t), gamma) / SNR(t)
 for epsilon targets and min(SNR(t), gamma) / (SNR(t) + 1) for v targets, i.e. the x0-space weight
 min(SNR, gamma) expressed for the target actually regressed.
@@ -18,7 +18,6 @@ DDPM sampler at inference.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -51,27 +50,12 @@ class DiffusionObjective:
         prediction_type: str = "epsilon",          # "epsilon" | "v_prediction"
         loss_weighting: str = "uniform",           # "uniform" | "min_snr"
         min_snr_gamma: float = 5.0,                # Min-SNR clamp (Hang et al. 2023 use 5)
-        # Video noise prior: each frame's noise is sqrt(1 - a) * its own + sqrt(a) * one shared across the
-        # clip's frames (the "mixed" prior of PYoCo, Ge et al. 2023, cited in the paper's Sec. 2). 0: i.i.d.
-        # noise, as the paper. Training and sampling (`draw_noise`) then use the same prior.
-        frame_noise_correlation: float = 0.0,
-        # Where training spends its samples: u ~ U(0, 1) is mapped to t / T = s u / (1 + (s - 1) u), the
-        # time shift of Esser et al. 2024 (SD3). s = 1: t uniform (the paper's; the same draws as before);
-        # s > 1 moves samples toward high noise, where a clip's layout and motion are decided (s = 3: the
-        # median t is 3/4 of the schedule).
-        timestep_shift: float = 1.0,
     ) -> None:
         check_prediction_type(prediction_type)
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ConfigError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
         if min_snr_gamma <= 0:
             raise ConfigError(f"min_snr_gamma must be positive, got {min_snr_gamma}")
-        if not 0.0 <= frame_noise_correlation < 1.0:
-            raise ConfigError(f"frame_noise_correlation must lie in [0, 1), got {frame_noise_correlation}")
-        if not timestep_shift > 0:
-            raise ConfigError(f"timestep_shift must be positive, got {timestep_shift}")
-        self.frame_noise_correlation = float(frame_noise_correlation)
-        self.timestep_shift = float(timestep_shift)
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = beta_schedule
         self.prediction_type = prediction_type
@@ -86,25 +70,14 @@ class DiffusionObjective:
     def __repr__(self) -> str:
         return (f"DiffusionObjective(num_train_timesteps={self.num_train_timesteps}, "
                 f"beta_schedule={self.beta_schedule!r}, prediction_type={self.prediction_type!r}, "
-                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma}, "
-                f"frame_noise_correlation={self.frame_noise_correlation}, timestep_shift={self.timestep_shift})")
+                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma})")
 
     # ------------------------------------------------------------------ noise
     def draw_noise(self, shape: Sequence[int], generator: torch.Generator | None = None,
                    device: torch.device | str | None = None) -> Tensor:
-        """Unit-variance noise of ``shape`` ((C, T, H, W) for one clip or (B, C, T, H, W)) from the prior.
-
-        With ``frame_noise_correlation`` a > 0 and T > 1 every frame's noise is
-        ``sqrt(1 - a) * own + sqrt(a) * shared`` (shared over the T axis, -3), so any two frames'
-        noise has correlation a. The independent part is drawn first: with a = 0 the draws are
-        exactly ``make_noise(shape)``."""
-        noise = make_noise(shape, generator=generator, device=device)
-        a = self.frame_noise_correlation
-        if a > 0 and len(shape) >= 4 and shape[-3] > 1:
-            shared_shape = (*shape[:-3], 1, *shape[-2:])
-            shared = make_noise(shared_shape, generator=generator, device=device)
-            noise = math.sqrt(1.0 - a) * noise + math.sqrt(a) * shared
-        return noise
+        """Unit-variance i.i.d. Gaussian noise of ``shape`` ((C, T, H, W) for one clip or (B, C, T, H, W)):
+        the one place training and sampling draw their starting noise."""
+        return make_noise(shape, generator=generator, device=device)
 
     # ------------------------------------------------------------------ schedule quantities
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
@@ -132,13 +105,9 @@ class DiffusionObjective:
 
     def sample_timesteps(self, batch_size: int, *, generator: torch.Generator | None = None,
                          device: torch.device | str | None = None) -> Tensor:
+        """t uniform over the training timesteps."""
         draw_device = generator.device if generator is not None else "cpu"
-        if self.timestep_shift == 1.0:
-            t = torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator, device=draw_device)
-        else:
-            u = torch.rand(batch_size, generator=generator, device=draw_device, dtype=torch.float64)
-            shifted = self.timestep_shift * u / (1.0 + (self.timestep_shift - 1.0) * u)
-            t = (shifted * self.num_train_timesteps).long().clamp(max=self.num_train_timesteps - 1)
+        t = torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator, device=draw_device)
         return t.to(device) if device is not None else t
 
     # ------------------------------------------------------------------ the loss

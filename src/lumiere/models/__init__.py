@@ -1,4 +1,5 @@
-"""Models: the frozen text-to-image U-Net and text encoder, temporal blocks, the STUNet (paper Sec. 3.1, Fig. 4, App. B)."""
+"""Models: the frozen text-to-image U-Net and text encoder, temporal blocks, the STUNet (paper Sec. 3.1, Fig. 4, App. B),
+and the CPU demo's one extension (TemporalConditioning)."""
 
 from lumiere.models.conditioning import expand_input_channels
 from lumiere.models.stunet import STUNet, build_fixed_resolution_inflation
@@ -18,6 +19,7 @@ from lumiere.models.temporal import (
     TemporalDownsample,
     TemporalUpsample,
 )
+from lumiere.models.temporal_conditioning import TemporalConditioning
 from lumiere.models.text import FrozenTextEncoder, build_tiny_text_encoder
 
 __all__ = [
@@ -38,4 +40,5 @@ __all__ = [
     "TemporalUpsample",
     "FactorizedSpaceTimeConvBlock",
     "TemporalAttentionBlock",
+    "TemporalConditioning",
 ]

@@ -27,6 +27,10 @@ multiple of N and at least 2N, so the coarsest level keeps >= 2 frames (with a s
 there, temporal attention and convolution would see no other frame). Without temporal
 resampling any T >= 1 works.
 
+The paper's temporal blocks see the video features only. One optional argument,
+``temporal_conditioning``, adds the CPU demo's extension (a per-frame caption embedding read by
+every temporal block; ``lumiere.models.temporal_conditioning``); ``None`` is the paper.
+
 Dimension legend (einops): b batch, t frames (at the current level), c channels, h height,
 w width, l text tokens, d text width.
 """
@@ -49,12 +53,11 @@ from lumiere.errors import ConfigError
 from lumiere.models.t2i import unet_text_dim
 from lumiere.models.temporal import (
     FactorizedSpaceTimeConvBlock,
-    FrameTimeEmbedding,
-    PooledTextEmbedding,
     TemporalAttentionBlock,
     TemporalDownsample,
     TemporalUpsample,
 )
+from lumiere.models.temporal_conditioning import PerFrameEmbedding, TemporalConditioning
 
 # Blocks whose internals (resnets / attentions / resamplers) the layer walk knows how to call.
 SUPPORTED_DOWN_BLOCKS = ("DownBlock2D", "ResnetDownsampleBlock2D", "CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D")
@@ -76,36 +79,19 @@ class _VideoConditioning:
     time: torch.Tensor  # (b, d_time)
     text: torch.Tensor | None  # (b, l, d)
     text_bias: torch.Tensor | None  # (b, 1, l): 0 keep, -10000 drop (diffusers' additive mask)
-    temporal: torch.Tensor | None = None  # (b, d_time): what the temporal blocks read (temporal_conditioning)
-    # (level frames) -> (level frames, d_time): added per frame to ``temporal`` (temporal_frame_embedding)
-    frame_embedding: Callable[[int], torch.Tensor] | None = None
-    # (b, d_time): the caption's part of ``temporal``; with it, caption * frame embedding is added too
-    # (temporal_caption_frame_product)
-    caption_for_product: torch.Tensor | None = None
+    temporal: PerFrameEmbedding | None = None  # what the temporal blocks read (temporal_conditioning only)
     _per_frame_count: dict = field(default_factory=dict)
-
-    @staticmethod
-    def _per_frame(x: torch.Tensor | None, num_frames: int) -> torch.Tensor | None:
-        # repeat_interleave puts the t copies of video b next to each other: the (b t) order.
-        return None if x is None else x.repeat_interleave(num_frames, dim=0)
 
     def at(self, num_frames: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if num_frames not in self._per_frame_count:
-            self._per_frame_count[num_frames] = tuple(self._per_frame(x, num_frames) for x in (self.time, self.text, self.text_bias))
+            # repeat_interleave puts the t copies of video b next to each other: the (b t) order.
+            self._per_frame_count[num_frames] = tuple(
+                None if x is None else x.repeat_interleave(num_frames, dim=0) for x in (self.time, self.text, self.text_bias)
+            )
         return self._per_frame_count[num_frames]
 
     def temporal_at(self, num_frames: int) -> torch.Tensor | None:
-        key = ("temporal", num_frames)
-        if key not in self._per_frame_count:
-            per_frame = self._per_frame(self.temporal, num_frames)
-            if per_frame is not None and self.frame_embedding is not None:
-                # (t, d) tiled over the batch: frame f of every video, in (b t) order
-                frames = self.frame_embedding(num_frames).repeat(self.temporal.shape[0], 1)
-                per_frame = per_frame + frames
-                if self.caption_for_product is not None:
-                    per_frame = per_frame + self._per_frame(self.caption_for_product, num_frames) * frames
-            self._per_frame_count[key] = per_frame
-        return self._per_frame_count[key]
+        return None if self.temporal is None else self.temporal.at(num_frames)
 
 
 def _cross_attention(attn: nn.Module, x: torch.Tensor, text, text_bias) -> torch.Tensor:
@@ -203,29 +189,9 @@ class STUNet(nn.Module):
         temporal_kernel_size: int = 3,  # taps of every temporal 1D conv
         resampling_init: str = "identity",  # "identity" (App. B) or "he" (the Fig. 12 ablation)
         gradient_checkpointing: bool = False,  # recompute each layer in backward to save activation memory
-        # Temporal blocks also read the time embedding plus a trainable pooling of the caption, as a scale/shift
-        # (FiLM). Not in the paper: a small frozen T2I trained on stills carries little of the caption's motion
-        # words in its features (measured in the README's demo section).
-        temporal_conditioning: bool = False,
-        # How that path pools the caption's text states: "mean"; "attention" (a learned query; equals the mean at
-        # initialisation); "positional" (the mean plus a linear map of the whole token sequence, so a word that
-        # changes a few tokens is not averaged away); or "whitened" (the mean, whitened over the training captions
-        # before the first step, so a rarely varying word such as the direction arrives at the scale of the
-        # others). Only with temporal_conditioning. See PooledTextEmbedding.
-        temporal_text_pooling: str = "mean",
-        temporal_text_tokens: int = 112,  # how many tokens "positional" pooling reads (the text encoder's max_length)
-        # Also add an embedding of each frame's time in the clip to that conditioning, so the blocks' scale/shift
-        # can depend on caption and frame together (where a "moving right" object is early vs late in the clip).
-        # Only with temporal_conditioning.
-        temporal_frame_embedding: bool = False,
-        # Also add the product (caption embedding) * (frame embedding), elementwise: "moving right" times
-        # "early in the clip" as one feature, which a sum passed through one SiLU expresses only weakly.
-        # Only with temporal_frame_embedding. Not in the paper (README, demo section).
-        temporal_caption_frame_product: bool = False,
-        # Also let that conditioning write a smooth spatial map into every temporal block (a shift built from the
-        # k x k lowest 2D cosines, k = this value; 0 = off), so caption and frame can say *where* as well as *what*.
-        # Not in the paper; only with temporal_conditioning. See temporal.SpatialLayoutShift.
-        temporal_layout_frequencies: int = 0,
+        # Not in the paper: a factory (text_dim=, emb_dim=) -> TemporalConditioning that gives every temporal
+        # block a per-frame caption embedding (the CPU demo's extension); None is the paper.
+        temporal_conditioning: Callable[..., TemporalConditioning] | None = None,
     ):
         super().__init__()
         self._check_unet(unet)
@@ -253,35 +219,23 @@ class STUNet(nn.Module):
         self.temporal_downsample_levels = tuple(levels)
         self.conv_block_levels = _resolve_levels(conv_block_levels, range(coarsest), num_levels, "conv_block_levels")
         self.attention_levels = _resolve_levels(attention_levels, [coarsest], num_levels, "attention_levels")
-        if temporal_text_pooling not in PooledTextEmbedding.POOLINGS:
-            raise ConfigError(f"temporal_text_pooling must be one of {PooledTextEmbedding.POOLINGS}, got {temporal_text_pooling!r}")
-        self.temporal_conditioning = temporal_conditioning
-        emb_dim = self._embedding_dim(unet) if temporal_conditioning else None
-        self.temporal_text_embedding = (
-            PooledTextEmbedding(unet_text_dim(unet), emb_dim, pooling=temporal_text_pooling, num_tokens=temporal_text_tokens)
-            if temporal_conditioning
+        self.temporal_conditioning = (
+            temporal_conditioning(text_dim=unet_text_dim(unet), emb_dim=self._embedding_dim(unet))
+            if temporal_conditioning is not None
             else None
         )
-        if temporal_frame_embedding and not temporal_conditioning:
-            raise ConfigError("temporal_frame_embedding adds to the temporal blocks' conditioning: it needs temporal_conditioning=true")
-        self.temporal_frame_embedding = FrameTimeEmbedding(emb_dim) if temporal_frame_embedding else None
-        if temporal_caption_frame_product and not temporal_frame_embedding:
-            raise ConfigError("temporal_caption_frame_product multiplies the caption by the frame embedding: "
-                              "it needs temporal_frame_embedding=true")
-        self.temporal_caption_frame_product = temporal_caption_frame_product
-        if temporal_layout_frequencies < 0 or (temporal_layout_frequencies and not temporal_conditioning):
-            raise ConfigError(
-                f"temporal_layout_frequencies={temporal_layout_frequencies}: use 0 (off) or k >= 1 with temporal_conditioning=true"
-            )
+
+        def modulation(channels: int) -> nn.Module | None:
+            return None if self.temporal_conditioning is None else self.temporal_conditioning.block_modulation(channels)
 
         def stack(level: int, channels: int) -> TemporalStack:
             blocks: list[nn.Module] = []
             if level in self.conv_block_levels:
-                blocks.append(FactorizedSpaceTimeConvBlock(channels, temporal_kernel=temporal_kernel_size, emb_dim=emb_dim,
-                                                           layout_frequencies=temporal_layout_frequencies))
+                blocks.append(FactorizedSpaceTimeConvBlock(channels, temporal_kernel=temporal_kernel_size,
+                                                           modulation=modulation(channels)))
             if level in self.attention_levels:
-                blocks.append(TemporalAttentionBlock(channels, _num_heads(channels, temporal_attention_head_dim), emb_dim=emb_dim,
-                                                     layout_frequencies=temporal_layout_frequencies))
+                blocks.append(TemporalAttentionBlock(channels, _num_heads(channels, temporal_attention_head_dim),
+                                                     modulation=modulation(channels)))
             return TemporalStack(blocks)
 
         # Down path: level i is down block i (its layers run at the level's resolution and frame count).
@@ -298,8 +252,7 @@ class STUNet(nn.Module):
         mid_channels = down_blocks[-1].resnets[-1].out_channels
         heads = _num_heads(mid_channels, temporal_attention_head_dim)
         self.mid_temporal = TemporalStack(
-            [TemporalAttentionBlock(mid_channels, heads, emb_dim=emb_dim, layout_frequencies=temporal_layout_frequencies)
-             for _ in range(num_temporal_attention_layers)]
+            [TemporalAttentionBlock(mid_channels, heads, modulation=modulation(mid_channels)) for _ in range(num_temporal_attention_layers)]
         )
 
         # Up path: up block j works at level L-1-j and its upsampler undoes down block L-2-j's downsampler.
@@ -507,12 +460,8 @@ class STUNet(nn.Module):
                 raise ConfigError("FreeU is enabled on the U-Net; the STUNet walk does not implement it")
 
         cond = self._video_conditioning(sample, timestep, encoder_hidden_states, encoder_attention_mask, class_labels)
-        if self.temporal_text_embedding is not None:
-            caption = self.temporal_text_embedding(encoder_hidden_states, encoder_attention_mask)
-            cond.temporal = cond.time + caption
-            cond.caption_for_product = caption if self.temporal_caption_frame_product else None
-        if self.temporal_frame_embedding is not None:
-            cond.frame_embedding = lambda level_frames: self.temporal_frame_embedding(level_frames, t, sample.device, cond.temporal.dtype)
+        if self.temporal_conditioning is not None:
+            cond.temporal = self.temporal_conditioning(cond.time, encoder_hidden_states, encoder_attention_mask, t)
         if unet.config.center_input_sample:
             sample = 2 * sample - 1.0
         # Spatial sizes that are not multiples of the total spatial factor need explicit upsample sizes.

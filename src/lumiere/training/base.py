@@ -109,6 +109,11 @@ class DiffusionModule(pl.LightningModule):
     def check_num_frames(self, num_frames: int) -> None:
         """Raise ConfigError for a frame count the network cannot take (before any compute)."""
 
+    def on_fit_start(self) -> None:
+        conditioning = getattr(self.network, "temporal_conditioning", None)
+        if conditioning is not None:  # the CPU demo's extension may fit itself on the training captions
+            conditioning.prepare(getattr(self.trainer, "datamodule", None), self.text_encoder)
+
     # ------------------------------------------------------------------ text
     def encode_text(self, prompts: Sequence[str]) -> dict[str, Tensor]:
         hidden, mask = self.text_encoder(list(prompts))

@@ -96,25 +96,6 @@ class TextToVideoModule(DiffusionModule):
     def frozen_modules(self):
         return [self.text_encoder, self.network.unet]
 
-    def on_fit_start(self) -> None:
-        # Whitened caption pooling for the temporal blocks is fitted once, on the training captions,
-        # before the first step (a resumed run restores it with the checkpoint instead).
-        pooling = self.network.temporal_text_embedding
-        if pooling is None or not pooling.needs_whitening:
-            return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not hasattr(datamodule, "train_captions"):
-            raise ConfigError("temporal_text_pooling='whitened' is fitted on the training captions: train with a "
-                              "VideoDataModule (or a data module with train_captions())")
-        captions = datamodule.train_captions()
-        # Pooled chunk by chunk: only (n, d) vectors are kept, not every caption's token states.
-        with torch.no_grad():
-            pooled = torch.cat([pooling.pooled_for_whitening(*self.text_encoder(captions[i:i + 64]))
-                                for i in range(0, len(captions), 64)])
-        summary = pooling.fit_whitening_pooled(pooled)
-        log.info("whitened the temporal blocks' caption pooling on %d training captions (%d dimensions above the ridge)",
-                 int(summary["captions"]), int(summary["dims_above_ridge"]))
-
     def network_forward(self, x_t: Tensor, t: Tensor, cond: dict[str, Tensor]) -> Tensor:
         return self.network(x_t, t, cond["encoder_hidden_states"],
                             encoder_attention_mask=cond.get("encoder_attention_mask"),
