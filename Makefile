@@ -49,11 +49,14 @@ DEMO_DATA := -m lumiere.data.synthetic --out data/demo --train 512 --val 32 --te
 # on 2 threads). Each job's output is printed when it finishes (make -O); its full log is in
 # outputs/<task>/<run>/<task>.log.
 ONE_THREAD := OMP_NUM_THREADS=1
-DEMO_PARALLEL := cpu_threads=1 trainer.enable_progress_bar=false
+# `make demo SEED=1`: the run seed of every stage (model initialisation, training noise, data order,
+# sampling); the benchmark's data stay those of seed 0.
+SEED ?= 0
+DEMO_PARALLEL := cpu_threads=1 trainer.enable_progress_bar=false seed=$(SEED)
 
 demo: install  ## Synthetic benchmark -> T2I -> STUNet -> SSR + MultiDiffusion cascade -> evaluation, on CPU
 	$(PY) $(DEMO_DATA)
-	$(PY) train.py experiment=demo_t2i
+	$(PY) train.py experiment=demo_t2i seed=$(SEED)
 	@echo "now two jobs at a time: STUNet | SSR stage 0 + SSR + reference rows, then evaluation | cascade"
 	@$(MAKE) --no-print-directory -j2 -O demo-after-t2i
 	$(PY) -m lumiere.viz.curves $(foreach run,$(DEMO_RUNS),outputs/$(run)/demo/csv/metrics.csv) --out outputs/demo/loss_curves.png
@@ -70,11 +73,11 @@ demo-ssr:
 # The real / static / noise rows and the domain classifier do not depend on the model: computed
 # here they are cached (outputs/artifacts/), and the model's evaluation only adds its own row.
 demo-references: demo-ssr
-	$(ONE_THREAD) $(PY) evaluate.py experiment=demo_eval ckpt_path=null run_name=demo_references cpu_threads=1
+	$(ONE_THREAD) $(PY) evaluate.py experiment=demo_eval ckpt_path=null run_name=demo_references cpu_threads=1 seed=$(SEED)
 demo-cascade: demo-stunet demo-ssr
-	$(ONE_THREAD) $(PY) generate.py experiment=demo_cascade cpu_threads=1
+	$(ONE_THREAD) $(PY) generate.py experiment=demo_cascade cpu_threads=1 seed=$(SEED)
 demo-eval: demo-stunet demo-references
-	$(ONE_THREAD) $(PY) evaluate.py experiment=demo_eval cpu_threads=1
+	$(ONE_THREAD) $(PY) evaluate.py experiment=demo_eval cpu_threads=1 seed=$(SEED)
 
 data: install  ## Generate the default synthetic benchmark under data/synthetic
 	$(PY) -m lumiere.data.synthetic --out data/synthetic
