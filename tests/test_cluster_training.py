@@ -275,4 +275,5 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(workspac
     # The zero-initialised output projections moved: the runs did train.
     assert single_state["network.mid_temporal.blocks.0.proj_out.weight"].abs().max() > 1e-4
     for name, value in single_state.items():
-        torch.testing.assert_close(ddp_state[name], value, rtol=0, atol=1e-6, msg=name)
+        # float32 gradients reduced in another order (2 + 2 all-reduced vs 4): ~1e-6 relative.
+        torch.testing.assert_close(ddp_state[name], value, rtol=1e-6, atol=1e-6, msg=name)

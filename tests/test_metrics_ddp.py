@@ -75,5 +75,6 @@ def test_two_process_ddp_equals_single_process(tmp_path):
     assert distributed["num_fake"] == single["num_fake"] == 18
     # Sums reduced in another order round differently; the FVD is a small difference of traces.
     assert distributed["fvd"] == pytest.approx(single["fvd"], rel=1e-7)
-    assert distributed["is_mean"] == pytest.approx(single["is_mean"], rel=1e-12)
+    # float64 features from other batch shapes (per-rank chunks) can differ in the last bit.
+    assert distributed["is_mean"] == pytest.approx(single["is_mean"], rel=1e-10)
     assert distributed["is_std"] == pytest.approx(single["is_std"], rel=1e-9)

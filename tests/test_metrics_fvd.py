@@ -114,7 +114,9 @@ def test_several_updates_equal_one_update_with_all_the_data():
         many.update(chunk, real=True)
     for chunk in fake.split(7):
         many.update(chunk, real=False)
-    assert float(many.compute()) == pytest.approx(float(one.compute()), rel=1e-10)
+    # float32 features of chunks vs one batch may differ by an ulp (batch-shape-dependent matmul
+    # kernels); that moves this FVD by ~5e-8 relative. The float64 sums themselves are order-safe.
+    assert float(many.compute()) == pytest.approx(float(one.compute()), rel=1e-6)
     assert float(one.compute()) > 0
 
 

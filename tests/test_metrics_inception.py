@@ -56,7 +56,10 @@ def test_metric_accumulates_batches_like_the_pure_function():
     with torch.no_grad():
         probs = FixedLogits()(videos).double().softmax(-1)
     mean, std = metric.compute()
-    assert (float(mean), float(std)) == pytest.approx(inception_score_from_probs(probs, splits=2, seed=1), rel=1e-12)
+    # float32 logits of batches of 5 vs one batch of 12 round differently (~1 ulp, 3e-8 here): the
+    # split scores (~1.03) move by ~1e-9, the std (~5e-3, a difference of two scores) by as much.
+    assert (float(mean), float(std)) == pytest.approx(inception_score_from_probs(probs, splits=2, seed=1),
+                                                      rel=1e-6, abs=1e-8)
 
 
 def write_random_tgan2_npz(tmp_path):
