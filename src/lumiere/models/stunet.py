@@ -50,7 +50,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lumiere.errors import ConfigError
-from lumiere.models.t2i import unet_text_dim
+from lumiere.models.t2i import check_inflatable_unet, unet_text_dim
 from lumiere.models.temporal import (
     FactorizedSpaceTimeConvBlock,
     TemporalAttentionBlock,
@@ -58,11 +58,6 @@ from lumiere.models.temporal import (
     TemporalUpsample,
 )
 from lumiere.models.temporal_conditioning import PerFrameEmbedding, TemporalConditioning
-
-# Blocks whose internals (resnets / attentions / resamplers) the layer walk knows how to call.
-SUPPORTED_DOWN_BLOCKS = ("DownBlock2D", "ResnetDownsampleBlock2D", "CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D")
-SUPPORTED_UP_BLOCKS = ("UpBlock2D", "ResnetUpsampleBlock2D", "CrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D")
-SUPPORTED_MID_BLOCKS = ("UNetMidBlock2D", "UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn")
 
 LevelSpec = Sequence[int] | str | None  # "all", "none", a list of level indices, or None for the paper default
 
@@ -194,7 +189,7 @@ class STUNet(nn.Module):
         temporal_conditioning: Callable[..., TemporalConditioning] | None = None,
     ):
         super().__init__()
-        self._check_unet(unet)
+        check_inflatable_unet(unet)
         self.unet = unet
         self.unet.requires_grad_(False)  # the text-to-image weights stay fixed (Sec. 3.1)
         self.unet.eval()
@@ -271,24 +266,6 @@ class STUNet(nn.Module):
             raise ConfigError("this U-Net's up-samplers do not mirror its down-samplers; cannot place temporal up-sampling")
 
     # -- properties ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_unet(unet: nn.Module) -> None:
-        if not isinstance(unet, UNet2DConditionModel):
-            raise ConfigError(f"STUNet inflates a diffusers UNet2DConditionModel, got {type(unet).__name__}")
-        cfg = unet.config
-        for block in unet.down_blocks:
-            if type(block).__name__ not in SUPPORTED_DOWN_BLOCKS:
-                raise ConfigError(f"unsupported down block {type(block).__name__}; supported: {SUPPORTED_DOWN_BLOCKS}")
-        for block in unet.up_blocks:
-            if type(block).__name__ not in SUPPORTED_UP_BLOCKS:
-                raise ConfigError(f"unsupported up block {type(block).__name__}; supported: {SUPPORTED_UP_BLOCKS}")
-        if unet.mid_block is not None and type(unet.mid_block).__name__ not in SUPPORTED_MID_BLOCKS:
-            raise ConfigError(f"unsupported mid block {type(unet.mid_block).__name__}; supported: {SUPPORTED_MID_BLOCKS}")
-        if cfg.addition_embed_type not in (None, "text"):
-            raise ConfigError(f"addition_embed_type={cfg.addition_embed_type!r} is not supported (only None or 'text')")
-        if cfg.encoder_hid_dim_type not in (None, "text_proj"):
-            raise ConfigError(f"encoder_hid_dim_type={cfg.encoder_hid_dim_type!r} is not supported (only None or 'text_proj')")
 
     @staticmethod
     def _embedding_dim(unet: UNet2DConditionModel) -> int:

@@ -222,3 +222,28 @@ def save_unet(unet: UNet2DConditionModel, folder: str | Path) -> Path:
 
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+# Blocks whose internals (resnets / attentions / resamplers) the layer walk knows how to call.
+SUPPORTED_DOWN_BLOCKS = ("DownBlock2D", "ResnetDownsampleBlock2D", "CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D")
+SUPPORTED_UP_BLOCKS = ("UpBlock2D", "ResnetUpsampleBlock2D", "CrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D")
+SUPPORTED_MID_BLOCKS = ("UNetMidBlock2D", "UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn")
+
+
+def check_inflatable_unet(unet) -> None:
+    """Raise ConfigError unless the STUNet's layer walk knows every block and embedding of this U-Net."""
+    if not isinstance(unet, UNet2DConditionModel):
+        raise ConfigError(f"STUNet inflates a diffusers UNet2DConditionModel, got {type(unet).__name__}")
+    cfg = unet.config
+    for block in unet.down_blocks:
+        if type(block).__name__ not in SUPPORTED_DOWN_BLOCKS:
+            raise ConfigError(f"unsupported down block {type(block).__name__}; supported: {SUPPORTED_DOWN_BLOCKS}")
+    for block in unet.up_blocks:
+        if type(block).__name__ not in SUPPORTED_UP_BLOCKS:
+            raise ConfigError(f"unsupported up block {type(block).__name__}; supported: {SUPPORTED_UP_BLOCKS}")
+    if unet.mid_block is not None and type(unet.mid_block).__name__ not in SUPPORTED_MID_BLOCKS:
+        raise ConfigError(f"unsupported mid block {type(unet.mid_block).__name__}; supported: {SUPPORTED_MID_BLOCKS}")
+    if cfg.addition_embed_type not in (None, "text"):
+        raise ConfigError(f"addition_embed_type={cfg.addition_embed_type!r} is not supported (only None or 'text')")
+    if cfg.encoder_hid_dim_type not in (None, "text_proj"):
+        raise ConfigError(f"encoder_hid_dim_type={cfg.encoder_hid_dim_type!r} is not supported (only None or 'text_proj')")

@@ -1,7 +1,7 @@
 """Callbacks that make training visible: sample videos, X-T slices and the first training batch.
 
 Media are written as files under the run folder always (mp4, gif, X-T slice png, a sample
-sheet), and also logged as `wandb.Video` when a W&B logger is attached. Only rank 0 writes.
+sheet), and the written GIFs are also logged as `wandb.Video` when a W&B logger is attached. Only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from lumiere.viz import save_sample_sheet, save_xt_slice, to_uint8, write_gif, write_mp4
+from lumiere.viz import save_sample_sheet, save_xt_slice, write_gif, write_mp4
 
 
 def slugify(text: str, max_length: int = 48) -> str:
@@ -62,15 +62,14 @@ class SampleVideoLogger(pl.Callback):
             return
         videos, captions = result
         out_dir = os.path.join(self.out_dir, f"step_{trainer.global_step:07d}")
-        write_video_set(out_dir, videos.float().cpu(), captions, fps=self.fps)
+        gifs = write_video_set(out_dir, videos.float().cpu(), captions, fps=self.fps)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb
 
-                frames = [to_uint8(v.float().cpu()).transpose(0, 3, 1, 2) for v in videos]  # (T, C, H, W)
+                # the written GIFs themselves (a video from an array would need moviepy to encode)
                 logger.experiment.log(
-                    {"samples": [wandb.Video(f, fps=self.fps, caption=c, format="gif")
-                                 for f, c in zip(frames, captions)],
+                    {"samples": [wandb.Video(gif, caption=c, format="gif") for gif, c in zip(gifs, captions)],
                      "samples_xt": [wandb.Image(os.path.join(out_dir, name)) for name in
                                     sorted(os.listdir(out_dir)) if name.endswith("_xt.png")],
                      "trainer/global_step": trainer.global_step})
