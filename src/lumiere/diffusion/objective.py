@@ -18,7 +18,7 @@ DDPM sampler at inference.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from diffusers import DDPMScheduler

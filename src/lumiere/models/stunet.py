@@ -410,7 +410,8 @@ class STUNet(nn.Module):
         mid = self.unet.mid_block
         if mid is not None:
             if getattr(mid, "has_cross_attention", False):
-                x = mid(x, temb, encoder_hidden_states=text, attention_mask=None, cross_attention_kwargs=None, encoder_attention_mask=text_bias)
+                x = mid(x, temb, encoder_hidden_states=text, attention_mask=None, cross_attention_kwargs=None,
+                        encoder_attention_mask=text_bias)
             else:
                 x = mid(x, temb)
         return self.mid_temporal(x, num_frames, temporal_emb)

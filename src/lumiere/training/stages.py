@@ -8,21 +8,16 @@ local folders), freezes it, and trains only the temporal blocks that `STUNet` in
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
-import torch
 from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import Tensor
 
-from lumiere.errors import ConfigError
-from lumiere.models import STUNet, FrozenTextEncoder, load_unet
+from lumiere.models import FrozenTextEncoder, STUNet, load_unet
 from lumiere.training.base import DiffusionModule
 from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
-
-log = logging.getLogger(__name__)
 
 T2I_META_FILE = "lumiere_t2i.json"  # beside the exported unet/ weights
 
