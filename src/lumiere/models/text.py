@@ -126,8 +126,8 @@ def build_tiny_text_encoder(
     num_layers: int = 2,
     num_heads: int = 4,
     d_ff: int = 128,
-    # Bytes per prompt: the synthetic benchmark's longest caption is 108 bytes + EOS. (It was 32, which
-    # cut every caption after the motion's first words: speed and background never reached the model.)
+    # Bytes per prompt: the synthetic benchmark's longest caption is 108 bytes + EOS; a shorter limit
+    # cuts captions after the motion's first words.
     max_length: int = 112,
     trainable: bool = True,  # a random encoder is only useful once trained with the text-to-image stage
 ) -> FrozenTextEncoder:
