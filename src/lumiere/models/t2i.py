@@ -192,7 +192,8 @@ def load_unet(path: str | Path, preset: str | None = None, **overrides) -> UNet2
         if not (folder / "config.json").is_file():
             raise InputFileError(f"{path} is not a diffusers U-Net folder (no config.json)")
         try:
-            return UNet2DConditionModel.from_pretrained(folder, local_files_only=True)
+            # safetensors only: a pickled .bin in a folder handed to us is never loaded
+            return UNet2DConditionModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
         except (OSError, ValueError) as err:
             raise InputFileError(f"cannot load the U-Net in {folder}: {str(err).splitlines()[0]}") from err
     if path.is_file():

@@ -112,7 +112,8 @@ class FrozenTextEncoder(nn.Module):
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
             kwargs = {"dtype": dtype} if dtype is not None else {}
-            encoder = T5EncoderModel.from_pretrained(str(encoder_dir), local_files_only=True, **kwargs)
+            # safetensors only: a pickled .bin in a folder handed to us is never loaded
+            encoder = T5EncoderModel.from_pretrained(str(encoder_dir), local_files_only=True, use_safetensors=True, **kwargs)
         except (OSError, ValueError) as err:
             raise InputFileError(f"cannot load the text encoder in {root}: {str(err).splitlines()[0]}") from err
         if max_length is None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lumiere.diffusion import DiffusionObjective, build_scheduler, sample
@@ -27,6 +28,21 @@ from lumiere.errors import ConfigError, InputFileError
 from lumiere.training.ema import ExponentialMovingAverage
 
 CHECKPOINT_KEY = "lumiere"
+# The frozen parts a checkpoint is pinned to: its trainable weights only make sense on top of these.
+FROZEN_PARTS = ("text_encoder", "network.unet")
+
+
+def tensor_fingerprint(named_tensors) -> str:
+    """A content fingerprint of named tensors: names, shapes, dtypes and up to 4096 evenly spaced values
+    of each (a re-trained or re-exported network differs in nearly every weight), in milliseconds
+    even for a T5-XXL."""
+    digest = hashlib.sha256()
+    for name, tensor in named_tensors:
+        flat = tensor.detach().reshape(-1)
+        values = flat[:: max(1, flat.numel() // 4096)][:4096].to("cpu", torch.float32)
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        digest.update(values.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def stable_seed(*parts: object) -> int:
@@ -87,6 +103,10 @@ class DiffusionModule(pl.LightningModule):
         self.model_config: dict | None = None
         # Frozen weights are not in our checkpoints; Lightning must not demand them on load.
         self.strict_loading = False
+        # Loading a checkpoint on top of other frozen weights than it was trained on is an error unless
+        # the user allows it (set by the loader or the task, never read from a file).
+        self.allow_frozen_mismatch = False
+        self._frozen_fingerprints: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ stage hooks
     def prepare_batch(self, batch: dict, generators: Sequence[torch.Generator]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -135,6 +155,7 @@ class DiffusionModule(pl.LightningModule):
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
     def setup(self, stage: str) -> None:
+        self.frozen_fingerprints()  # before any strategy wraps or shards the frozen parts
         if self.ema is None and self.ema_decay:
             self.ema = ExponentialMovingAverage(self.trainable_named_parameters(), self.ema_decay)
 
@@ -251,14 +272,38 @@ class DiffusionModule(pl.LightningModule):
         # Every alias: tied weights (T5's shared embedding) appear in the state dict under several names.
         return {n for n, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
+    def frozen_fingerprints(self) -> dict[str, str]:
+        """{part: fingerprint} of the frozen text encoder and U-Net (those of FROZEN_PARTS that are frozen)."""
+        if self._frozen_fingerprints is None:
+            frozen = self.frozen_parameter_names()
+            parameters = dict(self.named_parameters(remove_duplicate=False))
+            self._frozen_fingerprints = {}
+            for part in FROZEN_PARTS:
+                names = sorted(n for n in frozen if n.startswith(part + "."))
+                if names:
+                    self._frozen_fingerprints[part] = tensor_fingerprint((n, parameters[n]) for n in names)
+        return self._frozen_fingerprints
+
+    def _check_frozen_fingerprints(self, stored: dict[str, str]) -> None:
+        current = self.frozen_fingerprints()
+        for part, fingerprint in stored.items():
+            if part in current and current[part] != fingerprint:
+                where = {"text_encoder": "text_encoder_path", "network.unet": "unet_path"}.get(part, part)
+                message = (f"this checkpoint was trained on another frozen {part} (fingerprint {fingerprint}, "
+                           f"now {current[part]}): the weights at {where} changed since")
+                if not self.allow_frozen_mismatch:
+                    raise InputFileError(message + "; pass allow_frozen_mismatch=true to load it anyway")
+                rank_zero_warn(message + " (loaded anyway: allow_frozen_mismatch=true)")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         frozen = self.frozen_parameter_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
-        checkpoint[CHECKPOINT_KEY] = {"model_config": self.model_config}
+        checkpoint[CHECKPOINT_KEY] = {"model_config": self.model_config, "frozen_fingerprints": self.frozen_fingerprints()}
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._check_frozen_fingerprints((checkpoint.get(CHECKPOINT_KEY) or {}).get("frozen_fingerprints") or {})
         trainable = {n for n, _ in self.trainable_named_parameters()}
         missing = trainable - set(checkpoint["state_dict"])
         if missing:
@@ -271,25 +316,59 @@ class DiffusionModule(pl.LightningModule):
             self.ema.load_state_dict(checkpoint["ema"])
 
 
-def load_module_from_checkpoint(path: str, *, use_ema: bool = True,
-                                map_location: str | torch.device = "cpu") -> DiffusionModule:
-    """Rebuild a stage from one of our checkpoints (frozen parts from their configured paths)."""
+def read_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:
+    """Read one of our checkpoints as tensors and plain values (no pickled objects), with its stored
+    model config checked before anything is built from it (``stored_config``)."""
     import os
 
-    from lumiere.utils import instantiate_config
+    from lumiere.training.stored_config import check_stored_model_config
 
     if not os.path.isfile(path):
         raise InputFileError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # a truncated or foreign file
-        raise InputFileError(f"cannot read checkpoint {path}: {error}") from error
-    meta = checkpoint.get(CHECKPOINT_KEY) or {}
-    if not meta.get("model_config"):
+    except Exception as error:  # a truncated or foreign file, or one that holds pickled objects
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            reason = "it holds pickled Python objects, which are never loaded"
+        raise InputFileError(f"cannot read checkpoint {path}: {reason[:200]}") from None
+    meta = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict) or not meta.get("model_config"):
         raise InputFileError(f"{path} is not a Lumiere stage checkpoint (no model config inside)")
+    check_stored_model_config(meta["model_config"], path)
+    return checkpoint
+
+
+def checkpoint_stage(checkpoint: dict) -> str:
+    """The stage class name a checkpoint was written by, e.g. "TextToVideoModule"."""
+    return str(checkpoint[CHECKPOINT_KEY]["model_config"]["_target_"]).rsplit(".", 1)[-1]
+
+
+def load_module_from_checkpoint(path: str, *, use_ema: bool = True, map_location: str | torch.device = "cpu",
+                                expected: Sequence[str] | str | None = None,
+                                allow_frozen_mismatch: bool = False) -> DiffusionModule:
+    """Rebuild a stage from one of our checkpoints (frozen parts from their configured paths).
+
+    ``expected``: the stage class name(s) the caller can use (e.g. "TextToVideoModule"); a
+    checkpoint of another stage is refused, naming both, before anything is built. A checkpoint
+    trained on other frozen T2I / text-encoder weights than its configured paths now hold is refused
+    unless ``allow_frozen_mismatch``."""
+    from lumiere.utils import instantiate_config
+
+    checkpoint = read_checkpoint(path, map_location)
+    meta = checkpoint[CHECKPOINT_KEY]
+    stage = checkpoint_stage(checkpoint)
+    if expected is not None:
+        wanted = (expected,) if isinstance(expected, str) else tuple(expected)
+        if stage not in wanted:
+            raise InputFileError(f"{path} is a {stage} checkpoint; expected a {' or '.join(wanted)} checkpoint here")
     module: DiffusionModule = instantiate_config(meta["model_config"], _convert_="partial")
     module.model_config = meta["model_config"]
-    module.on_load_checkpoint(checkpoint)
+    module.allow_frozen_mismatch = allow_frozen_mismatch
+    try:
+        module.on_load_checkpoint(checkpoint)
+    except InputFileError as error:
+        raise InputFileError(f"{path}: {error}") from None
     module.load_state_dict(checkpoint["state_dict"], strict=False)
     if use_ema and module.ema is not None:
         module.ema.copy_to_model()
