@@ -11,8 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra
 from omegaconf import DictConfig
 
-from lumiere.apps.cli import apps
-from lumiere.tasks import run_task
+from lumiere.tasks import apps, run_task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="apps")

@@ -11,23 +11,19 @@ Random-initialised networks: throughput does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from lumiere.metrics import DomainClassifier, I3D, preprocess_for_fvd
 
+from _common import median_seconds  # beside this script: the benchmarks' shared helpers
+
 
 def videos_per_second(fn, batch: torch.Tensor, repeats: int) -> float:
+    """Videos per second of ``fn(batch)``: the median of ``repeats`` calls after a warm-up call
+    (allocations, oneDNN kernel choice)."""
     with torch.no_grad():
-        fn(batch)  # warm-up (allocations, oneDNN kernel choice)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(batch)
-            times.append(time.perf_counter() - start)
-    return batch.shape[0] / statistics.median(times)
+        return batch.shape[0] / median_seconds(lambda: fn(batch), repeats)
 
 
 def main() -> None:

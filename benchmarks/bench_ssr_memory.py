@@ -20,24 +20,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-
-def current_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+from _common import current_rss_bytes, peak_rss_bytes  # beside this script: the benchmarks' shared helpers
 
 
 def prepare(folder: Path, size: int) -> None:
@@ -71,10 +59,10 @@ def measure(folder: Path, size: int, frames: int, window: int, steps: int, threa
         low_res_size=size // 2, objective=DiffusionObjective(), optimizer=torch.optim.AdamW, ema_decay=None,
         sampler={"scheduler": "ddim", "num_inference_steps": steps, "guidance_scale": 1.0}).eval()
     low_res = torch.rand(1, 3, frames, size // 2, size // 2) * 2 - 1
-    before = current_rss_mb()
+    before = current_rss_bytes() / 2**20
     video = ssr.upsample(low_res, ["a red circle moving right"], window=window, overlap=2, progress=False)
     assert video.shape == (1, 3, frames, size, size)
-    peak = peak_rss_mb()
+    peak = peak_rss_bytes() / 2**20
     return {"frames": frames, "window": window, "peak_rss_mb": peak, "rss_before_mb": before,
             "sampling_mb": peak - before}
 

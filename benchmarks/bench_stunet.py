@@ -37,13 +37,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
-from contextlib import nullcontext
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -51,22 +47,24 @@ from torch.utils.flop_counter import FlopCounterMode
 from lumiere.models import STUNet, build_fixed_resolution_inflation, build_unet
 from lumiere.models.t2i import unet_text_dim
 
+from _common import (  # beside this script: the benchmarks' shared helpers
+    add_device_arguments,
+    add_unet_arguments,
+    autocast,
+    call_seconds,
+    cuda_peak_mib,
+    current_rss_bytes,
+    peak_rss_bytes,
+    reset_peak_rss,
+    unet_overrides,
+)
+
 VARIANTS = ("stunet", "per_frame_2d", "fixed_resolution")
 TARGETS = {  # at the longest clip (Sec. 3.1's motivation, the lead's acceptance bar)
     "time stunet / per_frame_2d": 0.8,
     "time stunet / fixed_resolution": 0.4,
     "memory stunet / fixed_resolution": 0.5,
 }
-
-
-def unet_overrides(args) -> dict:
-    """Config overrides of the preset from the command line (widths, depth)."""
-    overrides = {"sample_size": args.size}
-    if args.block_out_channels:
-        overrides["block_out_channels"] = tuple(int(c) for c in args.block_out_channels.split(","))
-    if args.layers_per_block:
-        overrides["layers_per_block"] = args.layers_per_block
-    return overrides
 
 
 def build(variant: str, args, device: torch.device) -> torch.nn.Module:
@@ -77,11 +75,6 @@ def build(variant: str, args, device: torch.device) -> torch.nn.Module:
     if variant == "fixed_resolution":
         return build_fixed_resolution_inflation(unet).to(device)
     return unet
-
-
-def autocast(device: torch.device, dtype: str):
-    """bf16 autocast (as ``trainer.precision=bf16-mixed``) or nothing for fp32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
 
 
 def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, size: int, device: torch.device,
@@ -115,29 +108,6 @@ def make_step(variant: str, model: torch.nn.Module, batch: int, frames: int, siz
     return step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _current_rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    """This process's peak RSS. VmHWM, not ru_maxrss: ru_maxrss also keeps the parent's RSS at
-    fork/exec time, which would hide the child's own peak."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
 def _fits(step, device: torch.device) -> bool:
     """Run ``step`` once; False if it ran out of GPU memory (the memory is released again)."""
     try:
@@ -156,22 +126,13 @@ def measure_memory_here(variant: str, args) -> float:
     model = build(variant, args, device)
     step = make_step(variant, model, args.batch, args.frames[0], args.size, device, args.dtype)
     if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        if not _fits(step, device):
-            return float("nan")
-        _sync(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    before = _current_rss_bytes()
-    try:  # Linux >= 4.0: reset the peak-RSS mark to the current RSS, so import-time peaks do not count
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    peak_before = _peak_rss_bytes()
+        fits, peak_mib = cuda_peak_mib(device, lambda: _fits(step, device))
+        return peak_mib if fits else float("nan")
+    before = current_rss_bytes()
+    reset_peak_rss()  # import-time peaks do not count
+    peak_before = peak_rss_bytes()
     step()
-    peak_after = _peak_rss_bytes()
+    peak_after = peak_rss_bytes()
     if peak_after <= peak_before:  # the step never exceeded an earlier peak that could not be reset: unknown
         return float("nan")
     return (peak_after - before) / 2**20
@@ -213,26 +174,18 @@ def measure_times(frames: int, args, models: dict) -> dict[str, float]:
     samples = {v: [] for v in VARIANTS}
     for _ in range(args.reps):
         for variant, step in steps.items():  # round-robin: load spikes hit every variant
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            samples[variant].append(time.perf_counter() - start)
+            samples[variant].append(call_seconds(step, device))
     return {v: statistics.median(s) if s else float("nan") for v, s in samples.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 32, 80])
-    parser.add_argument("--size", type=int, default=32, help="frame height and width")
+    add_unet_arguments(parser)
+    add_device_arguments(parser, dtype="fp32")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--preset", default="if_stage1_demo")
-    parser.add_argument("--block-out-channels", default="", help="override the preset's widths, e.g. 128,256,384,512")
-    parser.add_argument("--layers-per-block", type=int, default=0, help="override the preset's depth (0: keep)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast, float32 weights")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: subprocess mode
     args = parser.parse_args()

@@ -22,9 +22,7 @@ Not a timed test; compare rows of one run. On CPU only the math kernel exists an
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections import Counter
 
 import torch
@@ -34,7 +32,15 @@ from lumiere.models import STUNet, build_unet
 from lumiere.models.t2i import unet_text_dim
 from lumiere.models.temporal import TemporalAttentionBlock
 
-from bench_stunet import _sync, autocast, unet_overrides  # beside this script: the STUNet cost benchmark
+from _common import (  # beside this script: the benchmarks' shared helpers
+    add_device_arguments,
+    add_unet_arguments,
+    autocast,
+    cuda_peak_mib,
+    median_seconds,
+    sync,
+    unet_overrides,
+)
 
 BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -48,20 +54,7 @@ KERNEL_FAMILIES = ("flash", "efficient", "cudnn", "fmha", "math", "softmax")
 def timed(step, device: torch.device, reps: int) -> tuple[float, float]:
     """(median seconds, peak memory growth in MiB, NaN on CPU) of ``step``, after one warm-up call."""
     step()
-    _sync(device)
-    peak = float("nan")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        samples.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    return statistics.median(samples), peak
+    return cuda_peak_mib(device, lambda: median_seconds(step, reps, device, warmup=0))
 
 
 def check_temporal_block(stunet: STUNet, args, device: torch.device) -> None:
@@ -129,7 +122,7 @@ def check_whole_stunet(stunet: STUNet, args, device: torch.device) -> None:
 
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 step(with_mask)
-                _sync(device)
+                sync(device)
             for event in prof.key_averages():
                 name = event.key.lower()
                 if any(word in name for word in ("attention", "fmha", "flash", "sdpa", "cudnn")):
@@ -143,12 +136,8 @@ def check_whole_stunet(stunet: STUNet, args, device: torch.device) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16")
-    parser.add_argument("--preset", default="if_stage1_demo")
-    parser.add_argument("--block-out-channels", default="", help="override the preset's widths")
-    parser.add_argument("--layers-per-block", type=int, default=0, help="override the preset's depth (0: keep)")
-    parser.add_argument("--size", type=int, default=32)
+    add_device_arguments(parser, dtype="bf16")
+    add_unet_arguments(parser)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--reps", type=int, default=5)

@@ -64,9 +64,9 @@ for run in gpu_mean gpu_whitened; do
   dir=outputs/demo_stunet/$run
   cp "$dir/csv/metrics.csv" "$out/metrics_$run.csv" 2>/dev/null
   ls "$dir/checkpoints" | tail -3
-  timeout 90 $python benchmarks/probe_prompt_following.py stunet "$dir/checkpoints/last.ckpt" --device cuda --threads 4 \
+  timeout 90 $python -m lumiere.evaluation.probes stunet "$dir/checkpoints/last.ckpt" --device cuda --threads 4 \
     --scheduler ddpm --steps 50 --sheet "$out/sheet_$run.png" > "$out/probe_$run.json" 2> "$out/probe_$run.err"
-  timeout 90 $python benchmarks/probe_prompt_following.py caption-gap "$dir/checkpoints/last.ckpt" --device cuda --threads 4 \
+  timeout 90 $python -m lumiere.evaluation.probes caption-gap "$dir/checkpoints/last.ckpt" --device cuda --threads 4 \
     --data "$data" --timesteps 200,500,800,950,999 > "$out/gap_$run.json" 2> "$out/gap_$run.err"
   grep -E '"(direction_accuracy|any_colour_direction_accuracy|any_colour_opposite_direction_rate|colour_consistency|frames_with_object)"' "$out/probe_$run.json"
 done

@@ -1,4 +1,4 @@
-"""The tiny trained chain shared by the application tests (built by `lumiere.apps.tiny`).
+"""The tiny trained chain shared by the application tests (built by `tiny_chain`).
 
 T2I export -> base STUNet -> conditional model (+ a style T2I), 16x16 pixels, 8 frames, built
 once per test session through the real code paths (Hydra-instantiated configs, Lightning fit and
@@ -7,7 +7,7 @@ checkpoints, `load_module_from_checkpoint`).
 
 from __future__ import annotations
 
-from lumiere.apps.tiny import (  # noqa: F401  (re-exported for the tests)
+from tiny_chain import (  # noqa: F401  (re-exported for the tests)
     FRAMES,
     SIZE,
     TinyChain,

@@ -19,8 +19,7 @@ from PIL import Image
 
 from apps_fixtures import FRAMES, SIZE, shared_tiny_chain
 from training_helpers import REPO_ROOT, compose_config
-from lumiere.apps.cli import apps
-from lumiere.tasks import run_task
+from lumiere.tasks import apps, run_task
 from lumiere.viz import write_mp4
 
 

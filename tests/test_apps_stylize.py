@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lumiere.apps.style import StyleTransform
+from lumiere.data.style import StyleTransform
 from lumiere.apps.stylize import interpolate_spatial_weights, load_style_unet_state_dict
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.models import STUNet, build_unet, save_unet

@@ -23,6 +23,8 @@ def _run(script: str, *args: str) -> str:
 
 
 def _load_bench_stunet():
+    if str(ROOT / "benchmarks") not in sys.path:  # as when run as a script: its helpers (_common) sit beside it
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("bench_stunet", ROOT / "benchmarks" / "bench_stunet.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

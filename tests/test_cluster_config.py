@@ -140,7 +140,7 @@ def test_optuna_search_is_a_multirun_minimising_the_returned_val_loss():
 def test_a_requeued_run_appends_to_the_same_wandb_run(tmp_path):
     from omegaconf import OmegaConf
 
-    from lumiere.tasks import stable_wandb_id
+    from lumiere.tasks.training import stable_wandb_id
 
     def wandb_cfg():
         return OmegaConf.create({"logger": {"wandb": {"id": None, "offline": True}}})
@@ -156,7 +156,7 @@ def test_a_requeued_run_appends_to_the_same_wandb_run(tmp_path):
 def test_wandb_settings_that_cannot_work_fail_before_training(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from lumiere.tasks import check_wandb_config
+    from lumiere.tasks.training import check_wandb_config
 
     def cfg(**wandb):
         return OmegaConf.create({"logger": {"wandb": wandb}})

@@ -17,7 +17,8 @@ from lumiere.data.decoders import (
     decode_frames,
     stride_for_fps,
 )
-from lumiere.data.synthetic import render_clip, sample_labels
+from lumiere.data.rendering import render_clip
+from lumiere.data.vocabulary import sample_labels
 from lumiere.errors import ConfigError
 
 

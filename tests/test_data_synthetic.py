@@ -10,16 +10,15 @@ import pytest
 import webdataset as wds
 
 from data_fixtures import tiny_synthetic
-from lumiere.data.synthetic import (
+from lumiere.data.rendering import render_clip
+from lumiere.data.synthetic import generate_synthetic_benchmark, main
+from lumiere.data.vocabulary import (
     ATTRIBUTE_VOCAB,
     DIRECTIONS_BY_MOTION,
     SPEED_ADVERB,
     caption_from_labels,
-    generate_synthetic_benchmark,
     label_ids,
     labels_from_caption,
-    main,
-    render_clip,
     sample_labels,
 )
 from lumiere.errors import ConfigError
@@ -134,7 +133,7 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
 
 
 def test_restrictions_draw_only_allowed_labels_and_are_recorded_in_the_manifest(tmp_path):
-    from lumiere.data.synthetic import parse_restrictions
+    from lumiere.data.vocabulary import parse_restrictions
 
     restrictions = parse_restrictions(["motion=linear", "num_objects=one", "color=red,blue", "background=plain"])
     rng = np.random.default_rng(0)
@@ -202,7 +201,7 @@ def test_object_scale_enlarges_the_shape_and_is_recorded(tmp_path):
 
 @pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
 def test_behind_start_crosses_the_frame_in_the_named_direction_and_keeps_other_draws(direction):
-    from lumiere.data.synthetic import build_scene
+    from lumiere.data.rendering import build_scene
 
     labels = dict(sample_labels(np.random.default_rng(4), {"motion": ["linear"], "num_objects": ["one"]}),
                   direction=direction, speed="medium")

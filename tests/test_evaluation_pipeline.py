@@ -68,7 +68,7 @@ def evaluation_overrides(root, run: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def synthetic_run(workspace):
-    from lumiere.evaluation import evaluate
+    from lumiere.tasks import evaluate
 
     ckpt = workspace / "stunet" / "checkpoints" / "last.ckpt"
     cfg = compose_config("evaluate", evaluation_overrides(
@@ -149,7 +149,7 @@ def test_reference_rows_rank_as_the_vigilance_tests_expect(synthetic_run):
 def test_saved_model_clips_are_scored_again_from_videos_dir_with_cached_reference_rows(synthetic_run, workspace,
                                                                                        monkeypatch):
     from lumiere.evaluation import SyntheticSettings, evaluate_synthetic
-    from lumiere.evaluation.synthetic import settings_from_dict
+    from lumiere.evaluation.synthetic_settings import settings_from_dict
     from omegaconf import OmegaConf
 
     run_dir, _ = synthetic_run
@@ -201,7 +201,8 @@ def test_real_i3d_ranks_real_held_out_clips_below_noise(workspace, tmp_path):
     reference statistics), on one clip per side: three I3D forwards at 224x224."""
     from lumiere.evaluation import features
     from lumiere.evaluation.clips import load_clips
-    from lumiere.evaluation.synthetic import I3DSettings, Row, i3d_scores, noise_clips
+    from lumiere.evaluation.synthetic_rows import Row, i3d_scores, noise_clips
+    from lumiere.evaluation.synthetic_settings import I3DSettings
     from lumiere.metrics import fvd_variant, i3d_weights
 
     try:
@@ -262,7 +263,7 @@ class TopColour(nn.Module):
 
 def fake_ucf101(root):
     """One tiny clip in every class folder (the real statistics read every class)."""
-    from lumiere.metrics import ucf101_classes
+    from lumiere.evaluation.ucf101_protocol import ucf101_classes
     from lumiere.viz import write_mp4
 
     generator = torch.Generator().manual_seed(0)
@@ -285,7 +286,7 @@ def ucf101_config(workspace, tmp_path, *extra):
 def test_ucf101_resumes_generation_and_caches_real_statistics(workspace, tmp_path, monkeypatch):
     import lumiere.evaluation.ucf101 as ucf101_mode
     from lumiere.errors import ConfigError
-    from lumiere.evaluation import evaluate
+    from lumiere.tasks import evaluate
     from lumiere.evaluation.generated import CheckpointGenerator
     from lumiere.metrics import VideoInceptionScore
 
@@ -327,7 +328,7 @@ def test_ucf101_resumes_generation_and_caches_real_statistics(workspace, tmp_pat
 
 def test_ucf101_without_c3d_files_fails_before_generating(workspace, tmp_path):
     from lumiere.errors import InputFileError
-    from lumiere.evaluation import evaluate
+    from lumiere.tasks import evaluate
 
     with pytest.raises(InputFileError, match="conv3d_deepnetA_ucf.npz"):
         evaluate(ucf101_config(workspace, tmp_path))

@@ -94,7 +94,7 @@ def test_loggers_receive_the_table_and_its_numbers(tmp_path):
 
 
 def test_settings_come_from_the_config_and_unknown_keys_are_errors():
-    from lumiere.evaluation.synthetic import settings_from_dict
+    from lumiere.evaluation.synthetic_settings import settings_from_dict
     from lumiere.evaluation.ucf101 import settings_from_dict as ucf101_settings
 
     settings = settings_from_dict({"mode": "synthetic", "data_dir": "d", "reference_splits": ["train"],
@@ -116,7 +116,7 @@ def test_settings_come_from_the_config_and_unknown_keys_are_errors():
 
 def test_static_row_repeats_the_first_frame_and_noise_row_is_seeded_uniform_noise():
     from lumiere.evaluation.clips import ClipSet
-    from lumiere.evaluation.synthetic import noise_clips, static_clips
+    from lumiere.evaluation.synthetic_rows import noise_clips, static_clips
 
     videos = torch.randint(0, 256, (3, 3, 8, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     clips = ClipSet(videos, ["a", "b", "c"], {"shape": ["circle", "star", "cross"]}, ["k0", "k1", "k2"])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lumiere.data.synthetic import RGB, parse_restrictions, render_clip, sample_labels
+from lumiere.data.rendering import render_clip
+from lumiere.data.vocabulary import RGB, parse_restrictions, sample_labels
 from lumiere.errors import ConfigError
 from lumiere.metrics.tracking import direction_from_track, track_colour, tracked_direction_accuracy
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from lumiere.errors import ConfigError, InputFileError
-from lumiere.metrics import (
-    FrechetVideoDistance,
+from lumiere.evaluation.ucf101_protocol import (
     apportion,
     build_generation_plan,
     class_prompt,
@@ -23,6 +22,7 @@ from lumiere.metrics import (
     ucf101_classes,
     ucf101_prompts,
 )
+from lumiere.metrics import FrechetVideoDistance
 
 
 def test_class_table_has_101_classes_and_13320_clips():

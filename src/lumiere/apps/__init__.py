@@ -4,11 +4,13 @@
   inpainting, outpainting and cinemagraphs, and the random training masks;
 - `replacement`: optional RePaint-style replacement of the known region while sampling;
 - `applications`: the applications as functions of a trained module and input tensors;
-- `stylize`, `style`: spatial-weight interpolation towards a style T2I (Sec. 4.1) and the
-  synthetic styles of the demo (`style_finetune` fine-tunes the T2I stage on one);
-- `inputs`, `cli`: reading and checking user files, and the `apps.py` task.
+- `stylize`: spatial-weight interpolation towards a style T2I (Sec. 4.1);
+- `inputs`: reading and checking user files;
+- `gallery`: every application on a held-out clip (`python -m lumiere.apps.gallery`).
 
-The conditional LightningModule is `lumiere.training.conditional.ConditionalVideoModule`.
+The conditional LightningModule is `lumiere.training.conditional.ConditionalVideoModule`; the
+demo's synthetic styles are `lumiere.data.style` and the style fine-tune of the T2I stage is
+`lumiere.training.style_finetune`; the `apps.py` task is `lumiere.tasks.applications`.
 This package's `__init__` imports no Lightning code (the training package imports `masks`).
 """
 
@@ -39,13 +41,10 @@ from lumiere.apps.masks import (
     static_region_mask,
 )
 from lumiere.apps.replacement import paste_known_region, replace_known_region
-from lumiere.apps.style import STYLE_KINDS, StyleTransform
 from lumiere.apps.stylize import interpolate_spatial_weights, load_style_unet_state_dict
 
 __all__ = [
     "MASK_KINDS",
-    "STYLE_KINDS",
-    "StyleTransform",
     "TrainingMaskSampler",
     "border_keep_mask",
     "box_keep_mask",

@@ -26,6 +26,7 @@ from lumiere.apps.applications import (
 )
 from lumiere.apps.masks import box_keep_mask, region_from_box
 from lumiere.apps.stylize import load_style_unet_state_dict
+from lumiere.data.rendering import synthetic_clips
 from lumiere.errors import LumiereError
 
 EDIT_PROMPT = "a green square moving left on a checkered background"
@@ -36,7 +37,6 @@ def run_gallery(conditional_ckpt: str, base_ckpt: str, style_dir: str | None, ou
                 num_frames: int = 16, num_inference_steps: int = 25, seed: int = 0, alpha: float = 0.7,
                 strength: float = 0.6, fps: float = 8) -> dict[str, str]:
     """Run image-to-video, inpainting, outpainting, a cinemagraph, SDEdit and stylization; return their folders."""
-    from lumiere.apps.tiny import synthetic_clips
     from lumiere.training import load_module_from_checkpoint
     from lumiere.training.callbacks import write_video_set
 

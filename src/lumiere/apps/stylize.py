@@ -11,7 +11,7 @@ on the spatial layers only; the temporal layers are untouched. Here the spatial 
 exactly `stunet.unet` (the frozen diffusers U-Net); the temporal blocks live outside it.
 
 The style weights come from a fine-tuned copy of the *same* T2I model (e.g. the stage-0 export
-fine-tuned by `lumiere.apps.style_finetune`), saved in diffusers format: an export folder
+fine-tuned by `lumiere.training.style_finetune`), saved in diffusers format: an export folder
 holding `unet/`, a U-Net folder, or a `.safetensors` state dict.
 """
 

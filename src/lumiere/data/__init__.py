@@ -7,18 +7,22 @@ Lightning, decord or PyAV.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lumiere._lazy import lazy_exports
 
 _EXPORTS = {
-    # synthetic benchmark
-    "ATTRIBUTE_VOCAB": "lumiere.data.synthetic",
-    "caption_from_labels": "lumiere.data.synthetic",
-    "sample_labels": "lumiere.data.synthetic",
-    "render_clip": "lumiere.data.synthetic",
-    "labels_from_caption": "lumiere.data.synthetic",
-    "label_ids": "lumiere.data.synthetic",
+    # synthetic benchmark: vocabulary and captions, rendering, the shard writer
+    "ATTRIBUTE_VOCAB": "lumiere.data.vocabulary",
+    "RGB": "lumiere.data.vocabulary",
+    "caption_from_labels": "lumiere.data.vocabulary",
+    "sample_labels": "lumiere.data.vocabulary",
+    "labels_from_caption": "lumiere.data.vocabulary",
+    "label_ids": "lumiere.data.vocabulary",
+    "render_clip": "lumiere.data.rendering",
+    "synthetic_clips": "lumiere.data.rendering",
     "generate_synthetic_benchmark": "lumiere.data.synthetic",
+    # the demo's synthetic styles (stylized generation, Sec. 4.1)
+    "STYLE_KINDS": "lumiere.data.style",
+    "StyleTransform": "lumiere.data.style",
     # codecs and decoding
     "encode_h264": "lumiere.data.codec",
     "decode_clip": "lumiere.data.decoders",
@@ -42,16 +46,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lumiere.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

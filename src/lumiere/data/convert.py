@@ -413,7 +413,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lumiere.data.synthetic import _parse_bytes
+    from lumiere.data.shards import parse_bytes
 
     parser = argparse.ArgumentParser(prog="python -m lumiere.data.convert", description="Convert videos into WebDataset shards (mp4/txt/json).")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames")
     parser.add_argument("--crf", type=int, default=18)
     parser.add_argument("--prefix", default="shard", help="shard file name prefix")
-    parser.add_argument("--shard-max-bytes", type=_parse_bytes, default=256 * 2**20)
+    parser.add_argument("--shard-max-bytes", type=parse_bytes, default=256 * 2**20)
     parser.add_argument("--shard-max-count", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1, help="parallel transcoding processes")
     parser.add_argument("--overwrite", action="store_true")

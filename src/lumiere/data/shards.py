@@ -162,6 +162,15 @@ class ShardSink:
         return {"num_samples": self.total, "shards": shards}
 
 
+def parse_bytes(text: str) -> int:
+    """A shard size from the command line: ``64MB``, ``64MiB``, ``512k`` or a plain byte count."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    text = text.strip().lower().rstrip("ib").rstrip("b")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(float(text))
+
+
 # ----------------------------------------------------------------------------------------------
 # Manifests
 # ----------------------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
 """Evaluation of the base model (paper Sec. 5.2, Table 1, App. D.1 and D.2).
 
-- ``evaluate(cfg)``: the task of ``evaluate.py``; ``evaluation=synthetic`` (default) scores a base
-  checkpoint on the synthetic benchmark next to the vigilance-test rows (real held-out clips,
-  static clips, random noise), ``evaluation=ucf101`` runs the zero-shot UCF101 protocol.
-- ``evaluate_synthetic`` / ``evaluate_ucf101``: the same from plain settings.
+- ``evaluate_synthetic``: scores a base checkpoint on the synthetic benchmark next to the
+  vigilance-test rows (real held-out clips, static clips, random noise).
+- ``evaluate_ucf101``: the zero-shot UCF101 protocol (``ucf101_protocol``: class prompts,
+  apportionment of 10,235 videos, resumable generation with its ledger, real statistics).
+- ``lumiere.evaluation.probes``: the prompt-following probes of the demo checkpoints
+  (``python -m lumiere.evaluation.probes``).
 - ``ensure_domain_classifier``: the cached in-domain classifier
   (``python -m lumiere.evaluation.domain_classifier``).
 - ``ResultTable`` and ``write_table``: markdown + CSV + json tables.
+
+The task of ``evaluate.py`` (config -> settings -> protocol -> written table) is
+``lumiere.tasks.evaluate``.
 
 Attributes are imported on first use (PEP 562), so ``python -m lumiere.evaluation.domain_classifier``
 does not import its own module twice.
@@ -14,12 +19,10 @@ does not import its own module twice.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lumiere._lazy import lazy_exports
 
 _EXPORTS = {
-    "evaluate": "lumiere.evaluation.task",
-    "SyntheticSettings": "lumiere.evaluation.synthetic",
+    "SyntheticSettings": "lumiere.evaluation.synthetic_settings",
     "evaluate_synthetic": "lumiere.evaluation.synthetic",
     "sanity_holds": "lumiere.evaluation.synthetic",
     "UCF101Settings": "lumiere.evaluation.ucf101",
@@ -36,16 +39,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lumiere.evaluation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -110,7 +110,7 @@ def write_videos_dir(out_dir: str | os.PathLike, clips: ClipSet, fps: float, ext
 
 def read_videos_dir(videos_dir: str | os.PathLike, num_frames: int | None = None, progress: bool = True) -> ClipSet:
     """Read the clips listed in ``<videos_dir>/videos.jsonl`` (first ``num_frames`` frames of each)."""
-    from lumiere.metrics import read_video_file
+    from lumiere.evaluation.ucf101_protocol import read_video_file
 
     videos_dir = Path(videos_dir)
     manifest = videos_dir / MANIFEST

@@ -19,6 +19,9 @@ labels), per-head accuracies, motion magnitude (mean absolute frame difference),
 linear motion the *tracked* direction accuracy: the prompted colour's centroid must travel the
 prompted way (``lumiere.metrics.tracking``; a direct check that needs no learned classifier).
 The expected ordering floor < model < ceiling is checked and written under the table.
+
+The settings are :mod:`lumiere.evaluation.synthetic_settings`; the rows and how each is scored,
+:mod:`lumiere.evaluation.synthetic_rows`.
 """
 
 from __future__ import annotations
@@ -26,32 +29,23 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.evaluation import features
-from lumiere.evaluation.clips import ClipSet, attribute_vocab, data_fingerprint, load_clips, to_float
-from lumiere.evaluation.domain_classifier import ClassifierSettings, ClipSettings, cache_name, ensure_domain_classifier
+from lumiere.evaluation.clips import ClipSet, attribute_vocab, data_fingerprint, load_clips
+from lumiere.evaluation.domain_classifier import ClipSettings, cache_name, ensure_domain_classifier
 from lumiere.evaluation.generated import CheckpointGenerator, generate_clips, read_videos_dir, write_videos_dir
 from lumiere.evaluation.report import Column, ResultTable, ordering_check
-from lumiere.metrics import (
-    DomainClassifier,
-    DomainFeatures,
-    FrechetVideoDistance,
-    VideoInceptionScore,
-    motion_magnitude,
-    prompt_adherence,
-)
-from lumiere.metrics.domain_classifier import IGNORE_LABEL
-from lumiere.metrics.tracking import tracked_direction_accuracy
+from lumiere.evaluation.synthetic_rows import Row, domain_scores, i3d_scores, noise_clips, static_clips, tracking_scores
+from lumiere.evaluation.synthetic_settings import SyntheticSettings, plain
+from lumiere.metrics import DomainFeatures, FrechetVideoDistance
 
 log = logging.getLogger("lumiere")
 
@@ -63,185 +57,6 @@ ROW_LABELS = {
     "static": "static: first frame repeated (motion check)",
     "noise": "random noise (ceiling)",
 }
-
-
-@dataclass
-class I3DSettings:
-    enabled: bool = True
-    num_videos: int | None = 16            # clips per row fed to the I3D (the first ones); null: all
-    num_reference_videos: int = 32         # real train/val clips behind the cached statistics
-    weights: str | None = None             # null: the default converted file (made on first use)
-    ddof: int = 1                          # covariance divisor N - ddof (tfgan: 1)
-    batch_size: int = 4
-
-
-@dataclass
-class DomainSettings:
-    cache_dir: str = "outputs/artifacts/domain_classifier"
-    retrain: bool = False
-    training: ClassifierSettings = field(default_factory=ClassifierSettings)
-    is_head: str = "motion"
-    adherence_heads: tuple[str, ...] = ("shape", "color", "motion")
-    ddof: int = 1
-
-
-@dataclass
-class SamplingSettings:
-    num_inference_steps: int | None = None
-    guidance_scale: float | None = None
-    scheduler: str | None = None
-
-
-@dataclass
-class SyntheticSettings:
-    data_dir: str
-    num_videos: int = 32                   # clips per row: the first test clips and their captions
-    num_frames: int | None = None          # null: the model's clip length (16 without a model)
-    resolution: int | None = None          # null: the model's sample size (the benchmark's without one)
-    target_fps: float | None = 8.0         # the frame rate the base model was trained at
-    reference_splits: tuple[str, ...] = ("train", "val")
-    num_reference_videos: int = 128        # real clips of the in-domain FVD reference
-    batch_size: int = 8
-    seed: int = 0
-    save_videos: bool = True               # write the model's clips as mp4 + videos.jsonl
-    fvd_cache_dir: str = "outputs/artifacts/fvd_reference"
-    i3d: I3DSettings = field(default_factory=I3DSettings)
-    domain: DomainSettings = field(default_factory=DomainSettings)
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)
-
-
-@dataclass
-class Row:
-    """One row of the table: its clips and, where known, the target label ids of every clip."""
-
-    key: str
-    label: str
-    clips: ClipSet
-    targets: dict[str, torch.Tensor] | None
-
-
-# ----------------------------------------------------------------------------------------------
-# Rows
-# ----------------------------------------------------------------------------------------------
-
-
-def static_clips(clips: ClipSet) -> ClipSet:
-    """Each clip's first frame repeated over all its frames (no motion at all)."""
-    frames = clips.videos.shape[2]
-    still = clips.videos[:, :, :1].expand(-1, -1, frames, -1, -1).contiguous()
-    return ClipSet(still, list(clips.captions), dict(clips.labels), [f"static:{k}" for k in clips.keys])
-
-
-def noise_clips(clips: ClipSet, seed: int) -> ClipSet:
-    """Uniform 8-bit pixel noise of the clips' shape, i.i.d. over pixels and frames."""
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randint(0, 256, tuple(clips.videos.shape), generator=generator, dtype=torch.uint8)
-    return ClipSet(noise, list(clips.captions), dict(clips.labels), [f"noise:{i}" for i in range(len(clips))])
-
-
-# ----------------------------------------------------------------------------------------------
-# Scoring one row
-# ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def domain_scores(
-    row: Row,
-    classifier: DomainClassifier,
-    reference_statistics: Path,
-    settings: DomainSettings,
-    batch_size: int,
-    progress: bool,
-    throughput: features.Throughput,
-) -> dict[str, Any]:
-    """In-domain FVD, IS, adherence, per-head accuracy and motion magnitude of one row."""
-    extractor = DomainFeatures(classifier)
-    fvd = FrechetVideoDistance(feature_extractor=extractor, preprocess=False, ddof=settings.ddof,
-                               real_statistics=reference_statistics)
-    inception = VideoInceptionScore(classifier=nn.Identity(), outputs="probs")  # fed probabilities below
-    device = next(classifier.parameters()).device
-    predictions: dict[str, list[torch.Tensor]] = {head: [] for head in classifier.heads}
-    motion = []
-    for videos, _ in tqdm(row.clips.batches(batch_size), total=-(-len(row.clips) // batch_size),
-                          desc=f"domain classifier: {row.key}", unit="batch", disable=not progress):
-        start = time.perf_counter()
-        embedding = classifier.features(videos.to(device))  # one backbone pass for every head
-        logits = {head: layer(embedding) for head, layer in classifier.classifiers.items()}
-        throughput.add(videos.shape[0], time.perf_counter() - start)
-        fvd.update_features(embedding, real=False)
-        inception.update_probs(logits[settings.is_head].softmax(dim=-1).cpu())
-        for head, value in logits.items():
-            predictions[head].append(value.argmax(dim=-1).cpu())
-        motion.append(motion_magnitude(videos))
-    predicted = {head: torch.cat(values) for head, values in predictions.items()}
-    with warnings.catch_warnings():  # the metrics were fed through update_features / update_probs
-        warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
-        result = fvd.result()
-        inception_score = float(inception.compute()[0])
-    scores: dict[str, Any] = {
-        "domain_fvd": result["fvd"],
-        "domain_fvd_variant": result["variant"],
-        "domain_is": inception_score,
-        "motion": float(torch.cat(motion).mean()),
-    }
-    if row.targets is not None:
-        heads = list(settings.adherence_heads)
-        labelled = torch.stack([row.targets[h] != IGNORE_LABEL for h in heads]).all(dim=0)  # (n,)
-        scores["adherence"] = prompt_adherence(
-            {h: predicted[h][labelled] for h in heads}, {h: row.targets[h][labelled] for h in heads}, heads=heads
-        ) if labelled.any() else None
-        for head in heads:
-            known = row.targets[head] != IGNORE_LABEL
-            scores[f"acc_{head}"] = float((predicted[head][known] == row.targets[head][known]).float().mean()) if known.any() else None
-    return scores
-
-
-def tracking_scores(row: Row, batch_size: int) -> dict[str, Any]:
-    """Tracked direction accuracy and visibility of the prompted colour on the row's linear-motion prompts."""
-    from lumiere.data.synthetic import RGB
-
-    colours, directions = row.clips.labels.get("color"), row.clips.labels.get("direction")
-    motions = row.clips.labels.get("motion") or []
-    linear = [i for i, m in enumerate(motions) if m == "linear"] if colours and directions else []
-    if not linear:
-        return {"tracked_direction": None, "tracked_visible": None, "num_tracked": 0}
-    correct = visible = 0.0
-    for start in range(0, len(linear), batch_size):
-        part = linear[start:start + batch_size]
-        videos = to_float(row.clips.videos[part])
-        result = tracked_direction_accuracy(videos, [colours[i] for i in part], [directions[i] for i in part], RGB)
-        correct += result["direction_accuracy"] * len(part)
-        visible += result["visible"] * len(part)
-    return {"tracked_direction": correct / len(linear), "tracked_visible": visible / len(linear), "num_tracked": len(linear)}
-
-
-def i3d_scores(
-    row: Row,
-    i3d: nn.Module,
-    reference_statistics: Path,
-    settings: I3DSettings,
-    progress: bool,
-    throughput: features.Throughput,
-    cache_path: Path | None = None,
-) -> dict[str, Any]:
-    """I3D FVD of the row's first ``settings.num_videos`` clips against the cached reference.
-
-    With ``cache_path`` (rows that do not depend on the model) the row's Gaussian is cached there.
-    """
-    clips = row.clips.take(settings.num_videos)
-    batches = (videos for videos, _ in clips.batches(settings.batch_size))
-    if cache_path is not None:
-        statistics, _ = features.ensure_clip_statistics(cache_path, i3d, settings.ddof, batches, total=len(clips),
-                                                        progress=progress, throughput=throughput,
-                                                        desc=f"I3D features: {row.key}")
-        result = features.fvd_between_statistics(reference_statistics, statistics)
-    else:
-        metric = features.i3d_fvd_metric(i3d, settings.ddof, real_statistics=reference_statistics)
-        features.stream_into_fvd(metric, batches, real=False, total=len(clips), desc=f"I3D features: {row.key}",
-                                 progress=progress, throughput=throughput)
-        result = metric.result()
-    return {"i3d_fvd": result["fvd"], "i3d_fvd_variant": result["variant"], "num_i3d_videos": result["num_fake"],
-            "num_i3d_reference": result["num_real"]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,7 +223,7 @@ def evaluate_synthetic(
     table = build_table(table_rows, settings, classifier_record, clip_settings, len(domain_reference_clips))
     generation_seconds = timer.seconds.get("generation")
     table.metadata.update({
-        "settings": _plain(asdict(settings)),
+        "settings": plain(asdict(settings)),
         "model": {"ckpt_path": ckpt_path, "videos_dir": videos_dir,
                   "sampling": generator.settings() if generator is not None else None},
         "domain_classifier": {"path": str(classifier_path), **classifier_record},
@@ -423,14 +238,6 @@ def evaluate_synthetic(
         "wall_seconds": time.perf_counter() - started,
     })
     return table
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def build_table(rows: list[dict], settings: SyntheticSettings, classifier_record: dict, clips: ClipSettings,
@@ -493,39 +300,3 @@ def sanity_holds(table: ResultTable, column: str = "i3d_fvd") -> bool | None:
     if "model" not in rows or rows["model"].get(column) is None:
         return None
     return rows["real"][column] < rows["model"][column] < rows["noise"][column]
-
-
-def settings_from_dict(config: dict[str, Any]) -> SyntheticSettings:
-    """Build the settings from the (resolved, plain) ``evaluation`` config; unknown keys are errors."""
-    config = dict(config)
-    config.pop("mode", None)
-    nested = {"i3d": I3DSettings, "sampling": SamplingSettings}
-    kwargs: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in nested:
-            kwargs[key] = _build(nested[key], value or {}, f"evaluation.{key}")
-        elif key == "domain_classifier":
-            value = dict(value or {})
-            training_keys = set(ClassifierSettings.__dataclass_fields__)
-            training = {k: value.pop(k) for k in list(value) if k in training_keys}
-            domain = _build(DomainSettings, value, "evaluation.domain_classifier")
-            domain.training = _build(ClassifierSettings, training, "evaluation.domain_classifier")
-            domain.adherence_heads = tuple(domain.adherence_heads)
-            kwargs["domain"] = domain
-        elif key in SyntheticSettings.__dataclass_fields__ and key not in ("domain",):
-            kwargs[key] = value
-        else:
-            raise ConfigError(f"unknown setting evaluation.{key}")
-    if "reference_splits" in kwargs:
-        kwargs["reference_splits"] = tuple(kwargs["reference_splits"])
-    if "data_dir" not in kwargs:
-        raise ConfigError("evaluation.data_dir is not set (the synthetic benchmark's root)")
-    return SyntheticSettings(**kwargs)
-
-
-def _build(cls, values: dict, where: str):
-    unknown = set(values) - set(cls.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {where}.{sorted(unknown)[0]} (known: {sorted(cls.__dataclass_fields__)})")
-    return cls(**values)
-

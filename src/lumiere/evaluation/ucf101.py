@@ -4,7 +4,7 @@ App. D.2: 10,235 videos following UCF101's class distribution, prompts from clas
 PYoCo prompt set is not public: templates or a user prompt file), I3D embeddings of the first
 16 frames resized to 224 for the FVD against UCF101's real videos, and C3D (TGANv2) class
 probabilities of the same videos for the IS. This module wires the pieces of
-``lumiere.metrics.ucf101`` together:
+``lumiere.evaluation.ucf101_protocol`` together:
 
 1. inputs are checked before anything long starts: the C3D files (user-supplied), and the
    UCF101 folder unless its real statistics are already cached;
@@ -32,15 +32,16 @@ from lumiere.errors import ConfigError, InputFileError
 from lumiere.evaluation import features
 from lumiere.evaluation.generated import CheckpointGenerator
 from lumiere.evaluation.report import Column, ResultTable
-from lumiere.metrics import (
+from lumiere.evaluation.ucf101_protocol import (
     PAPER_NUM_VIDEOS,
-    VideoInceptionScore,
     build_generation_plan,
     compute_ucf101_real_statistics,
+    find_ucf101_videos,
     generate_videos_resumable,
     iter_video_batches,
     ucf101_prompts,
 )
+from lumiere.metrics import VideoInceptionScore
 
 log = logging.getLogger("lumiere")
 
@@ -134,8 +135,6 @@ def evaluate_ucf101(
         if not settings.ucf101_root:
             raise InputFileError(f"UCF101 real statistics not found at {statistics} and evaluation.ucf101_root is not set: "
                                  "point it at the UCF-101 folder (one subfolder of videos per class)")
-        from lumiere.metrics.ucf101 import find_ucf101_videos
-
         find_ucf101_videos(settings.ucf101_root, settings.real_max_per_class)  # every class folder present?
     prompts = ucf101_prompts(settings.prompt_file, settings.prompt_template)
     plan = build_generation_plan(settings.num_videos, prompts, seed=settings.plan_seed)

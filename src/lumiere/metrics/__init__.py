@@ -1,13 +1,14 @@
-"""Video metrics of the paper's evaluation (Sec. 5.2, Table 1, App. D.2/D.3).
+"""Video metrics of the paper's evaluation (Sec. 5.2, Table 1, App. D.2).
 
 - FVD with the Kinetics-400 I3D and the published preprocessing (``FrechetVideoDistance``, ``I3D``).
 - Video Inception Score with TGANv2's UCF101 C3D (``VideoInceptionScore``, ``C3D``).
-- The UCF101 zero-shot protocol: class prompts, apportionment of 10,235 videos, resumable
-  generation, real statistics (``lumiere.metrics.ucf101``).
-- In-domain metrics for the synthetic benchmark (``DomainClassifier`` and helpers).
+- In-domain metrics for the synthetic benchmark (``DomainClassifier`` and helpers) and colour
+  tracking of the prompted object (``lumiere.metrics.tracking``).
 
-Depends on torch, torchmetrics, numpy, safetensors and PyAV (decoding UCF101); never on
-``lumiere.training``. The I3D weights: ``python -m lumiere.metrics.i3d_weights``.
+Networks and metric math only: the protocols that use them (the UCF101 zero-shot protocol, the
+synthetic table, the prompt-following probes) live in ``lumiere.evaluation``. Depends on torch,
+torchmetrics, numpy and safetensors; never on ``lumiere.training``, ``lumiere.data``,
+``lumiere.evaluation`` or Lightning. The I3D weights: ``python -m lumiere.metrics.i3d_weights``.
 """
 
 from lumiere.metrics.c3d import C3D, c3d_npz_shapes
@@ -32,24 +33,6 @@ from lumiere.metrics.preprocessing import (
     quantize_to_uint8_range,
     tf1_legacy_bilinear_resize,
 )
-from lumiere.metrics.ucf101 import (
-    PAPER_NUM_VIDEOS,
-    PROMPT_TEMPLATES,
-    PlanItem,
-    apportion,
-    build_generation_plan,
-    class_prompt,
-    class_words,
-    compute_ucf101_real_statistics,
-    generate_videos_resumable,
-    iter_video_batches,
-    load_prompt_file,
-    load_user_study_prompts,
-    read_video_file,
-    ucf101_class_counts,
-    ucf101_classes,
-    ucf101_prompts,
-)
 
 __all__ = [
     "C3D",
@@ -59,35 +42,19 @@ __all__ = [
     "FVD_VARIANT",
     "FrechetVideoDistance",
     "I3D",
-    "PAPER_NUM_VIDEOS",
-    "PROMPT_TEMPLATES",
-    "PlanItem",
     "VideoInceptionScore",
-    "apportion",
-    "build_generation_plan",
     "c3d_npz_shapes",
-    "class_prompt",
-    "class_words",
-    "compute_ucf101_real_statistics",
     "frechet_distance",
     "fvd_variant",
     "gaussian_from_sums",
-    "generate_videos_resumable",
     "inception_score_from_probs",
-    "iter_video_batches",
     "load_domain_classifier",
-    "load_prompt_file",
-    "load_user_study_prompts",
     "motion_magnitude",
     "predict_labels",
     "preprocess_for_fvd",
     "prompt_adherence",
     "quantize_to_uint8_range",
-    "read_video_file",
     "save_domain_classifier",
     "tf1_legacy_bilinear_resize",
     "train_domain_classifier",
-    "ucf101_class_counts",
-    "ucf101_classes",
-    "ucf101_prompts",
 ]

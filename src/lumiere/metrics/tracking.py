@@ -5,16 +5,18 @@ weak at 32x32). For prompts of *linear* motion a direct measurement is possible:
 draws saturated shape colours on dark, desaturated backgrounds, so the pixels of the prompted
 colour locate the object in every frame, and their centroid's travel gives its direction.
 
+- :func:`nearest_palette_colour`: per pixel, the nearest palette colour and its distance.
 - :func:`colour_masks`: per pixel, whether its nearest palette colour is the prompted one (and
   close enough to it).
-- :func:`track_colour`: the masked pixels' centroid and area per frame.
+- :func:`track_colour`: the masked pixels' centroid and area per frame (:func:`centroid_and_area`).
 - :func:`direction_from_track`: left / right / up / down from the summed frame-to-frame
   displacement, ``"none"`` when the object stays put and ``"lost"`` when it is missing from too
   many frames. Steps longer than ``max_step`` (an object wrapping around the frame edge, or a
   detection jumping to another blob) are ignored.
 
 Video batches are ``(B, C, T, H, W)`` in [-1, 1]; the palette is RGB in [0, 255]. This module does
-not depend on the benchmark: the caller passes the palette (``lumiere.data.synthetic.RGB``).
+not depend on the benchmark: the caller passes the palette (``lumiere.data.vocabulary.RGB``, as a
+(K, 3) table: :func:`palette_table`).
 """
 
 from __future__ import annotations
@@ -33,26 +35,37 @@ def _check_videos(videos: torch.Tensor) -> None:
         raise ConfigError(f"colour tracking needs RGB videos (B, 3, T, H, W), got {tuple(videos.shape)}")
 
 
-def colour_masks(videos: torch.Tensor, colour_index: torch.Tensor, palette: torch.Tensor,
-                 max_distance: float = 100.0) -> torch.Tensor:
-    """Boolean masks (B, T, H, W): pixels whose nearest palette colour is ``palette[colour_index[b]]``
-    and lies within ``max_distance`` (RGB units) of it. ``palette``: (K, 3) in [0, 255]."""
+def palette_table(palette: dict[str, Sequence[float]]) -> tuple[list[str], torch.Tensor]:
+    """A palette ``{name: (r, g, b)}`` as its names and a (K, 3) float table in the same order."""
+    names = list(palette)
+    return names, torch.tensor([list(palette[name]) for name in names], dtype=torch.float32)
+
+
+def nearest_palette_colour(videos: torch.Tensor, palette: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel, the distance (RGB units) to the nearest palette colour and that colour's index, both
+    (B, T, H, W). ``palette``: (K, 3) in [0, 255]."""
     _check_videos(videos)
     if palette.ndim != 2 or palette.shape[1] != 3:
         raise ConfigError(f"palette must be (K, 3) RGB, got {tuple(palette.shape)}")
     pixels = (videos.float().clamp(-1, 1) + 1) * 127.5                       # (B, 3, T, H, W) in [0, 255]
     palette = palette.to(pixels)
     distance = (pixels[:, None] - palette[None, :, :, None, None, None]).norm(dim=2)  # (B, K, T, H, W)
-    nearest_distance, nearest = distance.min(dim=1)
+    return distance.min(dim=1)
+
+
+def colour_masks(videos: torch.Tensor, colour_index: torch.Tensor, palette: torch.Tensor,
+                 max_distance: float = 100.0) -> torch.Tensor:
+    """Boolean masks (B, T, H, W): pixels whose nearest palette colour is ``palette[colour_index[b]]``
+    and lies within ``max_distance`` (RGB units) of it. ``palette``: (K, 3) in [0, 255]."""
+    nearest_distance, nearest = nearest_palette_colour(videos, palette)
     wanted = colour_index.to(nearest.device).view(-1, 1, 1, 1)
     return (nearest == wanted) & (nearest_distance <= max_distance)
 
 
-def track_colour(videos: torch.Tensor, colour_index: torch.Tensor, palette: torch.Tensor,
-                 max_distance: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centroid (B, T, 2) as (x, y) in frame units [0, 1] (x right, y down) and area (B, T) in pixels
-    of the prompted colour in every frame; the centroid is NaN where the area is 0."""
-    masks = colour_masks(videos, colour_index, palette, max_distance).float()
+def centroid_and_area(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroid (B, T, 2) as (x, y) in frame units [0, 1] (x right, y down) and area (B, T) in pixels of
+    masks (B, T, H, W); the centroid is NaN where the area is 0."""
+    masks = masks.float()
     height, width = masks.shape[-2:]
     ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height
     xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width
@@ -60,6 +73,13 @@ def track_colour(videos: torch.Tensor, colour_index: torch.Tensor, palette: torc
     x = (masks * xs).sum(dim=(-2, -1)) / area
     y = (masks * ys[:, None]).sum(dim=(-2, -1)) / area
     return torch.stack([x, y], dim=-1), area
+
+
+def track_colour(videos: torch.Tensor, colour_index: torch.Tensor, palette: torch.Tensor,
+                 max_distance: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centroid (B, T, 2) and area (B, T) of the prompted colour in every frame (:func:`centroid_and_area`
+    of :func:`colour_masks`)."""
+    return centroid_and_area(colour_masks(videos, colour_index, palette, max_distance))
 
 
 def direction_from_track(centroids: torch.Tensor, area: torch.Tensor, min_area: float = 4.0,
@@ -102,7 +122,7 @@ def tracked_direction_accuracy(videos: torch.Tensor, colours: Sequence[str], dir
     and ``num_tracked`` (their count)."""
     if len(colours) != videos.shape[0] or len(directions) != videos.shape[0]:
         raise ConfigError(f"{videos.shape[0]} videos but {len(colours)} colours and {len(directions)} directions")
-    names = list(palette)
+    names, table = palette_table(palette)
     selected = [i for i, d in enumerate(directions) if d in LINEAR_DIRECTIONS]
     unknown = sorted({colours[i] for i in selected if colours[i] not in palette})
     if unknown:
@@ -110,7 +130,6 @@ def tracked_direction_accuracy(videos: torch.Tensor, colours: Sequence[str], dir
     if not selected:
         return {"direction_accuracy": None, "visible": None, "num_tracked": 0}
     index = torch.tensor([names.index(colours[i]) for i in selected])
-    table = torch.tensor([list(palette[name]) for name in names], dtype=torch.float32)
     centroids, area = track_colour(videos[selected], index, table, max_distance)
     predicted = direction_from_track(centroids, area, min_area=min_area, **direction_kwargs)
     correct = [p == directions[i] for p, i in zip(predicted, selected)]

@@ -24,8 +24,9 @@ What trains (`conv_in_training`):
   reason the paper keeps all T2I weights fixed, and (2) the T2I part of the conditional model
   stays identical to the T2I model, so stylization (Sec. 4.1) can interpolate it with a style
   T2I fine-tuned from the same weights.
-- `"all"`: the whole expanded conv_in trains too (`lumiere.models.expand_input_channels`'s own
-  behaviour); a little more capacity, at the cost of both properties above.
+- `"all"`: the whole expanded conv_in trains too; a little more capacity, at the cost of both
+  properties above.
+Both are `lumiere.models.expand_input_channels(..., trainable=conv_in_training)`.
 
 Checkpoints hold the config (with `base_ckpt_path`) and the trainable weights; rebuilding one
 (`load_module_from_checkpoint`) reads the base checkpoint for the STUNet's architecture and the
@@ -38,7 +39,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lumiere.apps.conditioning import check_pair, image_to_video_conditioning
 from lumiere.apps.masks import TrainingMaskSampler
@@ -46,40 +47,12 @@ from lumiere.apps.replacement import paste_known_region, replace_known_region
 from lumiere.diffusion import make_noise, sample
 from lumiere.errors import ConfigError
 from lumiere.models import STUNet, expand_input_channels
+from lumiere.models.conditioning import CONV_IN_TRAINING
 from lumiere.training.base import DiffusionModule, load_module_from_checkpoint
 from lumiere.training.stages import TextToVideoModule
 
 VIDEO_CHANNELS = 3
 CONDITION_CHANNELS = 4  # C (3) + M (1)
-CONV_IN_TRAINING = ("new_channels", "all")
-
-
-class ConditionedConvIn(nn.Conv2d):
-    """conv_in of the conditional model: the pre-trained RGB convolution plus a convolution on <C, M>.
-
-    Equal to one convolution over all 3 + 4 input channels (convolution is linear in its input
-    channels); split in two so that only the new weights (`conditioning`) can be trained. Its
-    own weight/bias keep the T2I names (`conv_in.weight`, `conv_in.bias`) and shapes.
-    """
-
-    def __init__(self, expanded: nn.Conv2d, rgb_channels: int = VIDEO_CHANNELS) -> None:
-        extra = expanded.in_channels - rgb_channels
-        if extra < 1 or expanded.groups != 1:
-            raise ConfigError(f"cannot split a {expanded.in_channels}-channel conv_in into {rgb_channels} + new")
-        options = dict(kernel_size=expanded.kernel_size, stride=expanded.stride, padding=expanded.padding,
-                       dilation=expanded.dilation, padding_mode=expanded.padding_mode)
-        super().__init__(rgb_channels, expanded.out_channels, bias=expanded.bias is not None, **options)
-        self.conditioning = nn.Conv2d(extra, expanded.out_channels, bias=False, **options)
-        self.to(expanded.weight.device, expanded.weight.dtype)
-        with torch.no_grad():
-            self.weight.copy_(expanded.weight[:, :rgb_channels])
-            self.conditioning.weight.copy_(expanded.weight[:, rgb_channels:])
-            if expanded.bias is not None:
-                self.bias.copy_(expanded.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        rgb, extra = x[:, :self.in_channels], x[:, self.in_channels:]
-        return super().forward(rgb) + self.conditioning(extra)
 
 
 def expand_for_conditioning(stunet: STUNet, conv_in_training: str = "new_channels") -> STUNet:
@@ -88,16 +61,7 @@ def expand_for_conditioning(stunet: STUNet, conv_in_training: str = "new_channel
         raise ConfigError(f"conv_in_training must be one of {CONV_IN_TRAINING}, got {conv_in_training!r}")
     if stunet.in_channels != VIDEO_CHANNELS:
         raise ConfigError(f"the base model must take {VIDEO_CHANNELS} input channels, it takes {stunet.in_channels}")
-    new_in_channels = VIDEO_CHANNELS + CONDITION_CHANNELS
-    if conv_in_training == "all":
-        return expand_input_channels(stunet, new_in_channels)  # zeros for C, M; the whole conv_in trains
-    # Expanding the bare U-Net grows conv_in (pre-trained weights kept, zeros added) without marking
-    # it trainable; the split conv then exposes only the new weights to training.
-    expand_input_channels(stunet.unet, new_in_channels)
-    stunet.unet.conv_in = ConditionedConvIn(stunet.unet.conv_in)
-    stunet.unet.conv_in.requires_grad_(False)
-    stunet.mark_unet_module_trainable("conv_in.conditioning")
-    return stunet
+    return expand_input_channels(stunet, VIDEO_CHANNELS + CONDITION_CHANNELS, trainable=conv_in_training)
 
 
 class ConditionalVideoModule(TextToVideoModule):

@@ -3,7 +3,7 @@
 The paper interpolates towards T2I models fine-tuned on a style image (StyleDrop styles such as
 "watercolor" or "line drawing"). No such model exists here, so the demo makes its own: the
 stage-0 T2I model is fine-tuned on training frames passed through a fixed, deterministic
-`StyleTransform` (`lumiere.apps.style_finetune`). The transforms are chosen to be easy to see
+`StyleTransform` (`lumiere.training.style_finetune`). The transforms are chosen to be easy to see
 and to tell apart from the unstyled benchmark:
 
 - `"palette"`: luminance posterized to a few levels and mapped onto a fixed colour ramp

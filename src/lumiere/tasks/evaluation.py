@@ -1,6 +1,6 @@
 """The evaluate task that ``evaluate.py`` runs: ``evaluation=synthetic`` (default) or ``evaluation=ucf101``.
 
-It turns the composed config into plain settings, runs the mode, writes the table as markdown,
+It turns the composed config into plain settings, runs the mode's protocol (``lumiere.evaluation``), writes the table as markdown,
 CSV and json into the run folder (``<stem>.md/.csv/.json``), prints it, sends it to the
 configured loggers (a W&B table under ``logger=wandb``), and returns the numbers as
 ``{"<row>/<column>": value}`` for sweepers (``optimized_metric``, e.g. ``model/i3d_fvd``).
@@ -25,7 +25,8 @@ def run_mode(mode: str, evaluation: dict, out_dir: Path, ckpt_path: str | None, 
              device, progress: bool) -> tuple[ResultTable, str]:
     """Run one evaluation mode from plain settings; returns (table, file stem)."""
     if mode == "synthetic":
-        from lumiere.evaluation.synthetic import evaluate_synthetic, settings_from_dict
+        from lumiere.evaluation.synthetic import evaluate_synthetic
+        from lumiere.evaluation.synthetic_settings import settings_from_dict
 
         table = evaluate_synthetic(settings_from_dict(evaluation), out_dir, ckpt_path=ckpt_path,
                                    videos_dir=videos_dir, device=device, progress=progress)
@@ -45,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Evaluate a base checkpoint (or a folder of generated clips) and write the result table."""
     import torch
 
-    from lumiere.tasks import instantiate_collection
+    from lumiere.tasks.runner import instantiate_collection
     from lumiere.utils import default_device, seed_everything, set_cpu_threads
 
     set_cpu_threads(cfg.get("cpu_threads"))

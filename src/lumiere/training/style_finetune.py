@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lumiere.apps.style import StyleTransform
+from lumiere.data.style import StyleTransform
 from lumiere.errors import ConfigError
 from lumiere.models import FrozenTextEncoder, load_unet
 from lumiere.training.export_meta import check_objective_matches, read_export_meta
@@ -35,7 +35,7 @@ class StyleFineTuneModule(TextToImageModule):
         if train_text_encoder:
             raise ConfigError("the style fine-tune keeps the text encoder frozen (the STUNet uses the original one)")
         if not isinstance(style, StyleTransform):
-            raise ConfigError(f"style must be a lumiere.apps.style.StyleTransform, got {type(style).__name__}")
+            raise ConfigError(f"style must be a lumiere.data.style.StyleTransform, got {type(style).__name__}")
         super().__init__(unet=load_unet(unet_path), text_encoder=FrozenTextEncoder.from_pretrained(text_encoder_path),
                          train_text_encoder=False, **kwargs)
         self.unet_path, self.text_encoder_path = unet_path, text_encoder_path

@@ -1,4 +1,4 @@
-"""How well does a demo checkpoint follow its prompts? Three quick probes on the demo's slice.
+"""How well does a demo checkpoint follow its prompts? Probes on the CPU demo's slice of the benchmark.
 
 - ``t2i`` (a stage-0 T2I checkpoint): 12 prompts (4 colours x 3 shapes) x 4 samples; the
   colour accuracy is the fraction of samples whose dominant palette colour (and at least 4 pixels
@@ -15,61 +15,77 @@
   the slice's average clip, and whether that guess has the prompted colour. A fast check (about
   1 s a step on 2 cores) of whether a configuration *can* learn what the caption says at high noise.
 
+The prompts are captions of the demo slice (``lumiere.data.vocabulary.DEMO_SLICE``), written by
+the benchmark's own caption writer; the measurements are those of ``lumiere.metrics.tracking``.
+A stage is used through its public interface only: ``generate``, ``encode_text``, the denoiser
+``network_forward`` with its ``objective`` (the ``denoise(x, t, cond)`` boundary of
+``lumiere.diffusion``), ``sample_shape`` and ``sample_size``. ``fit-at-T`` trains with its own
+short loop because it draws t from a narrow range near T, which the stage's training step does
+not offer.
+
 Not a timed benchmark: these numbers are about quality. The README's demo section lists what the
 demo configurations scored. Usage::
 
-    python benchmarks/probe_prompt_following.py t2i outputs/demo_t2i/demo/checkpoints/last.ckpt
-    python benchmarks/probe_prompt_following.py stunet outputs/demo_stunet/demo/checkpoints/last.ckpt --scheduler ddpm
-    python benchmarks/probe_prompt_following.py caption-gap outputs/demo_stunet/demo/checkpoints/last.ckpt --data data/demo
-    python benchmarks/probe_prompt_following.py fit-at-T outputs/demo_stunet/demo/checkpoints/last.ckpt --data data/demo --threads 2
+    python -m lumiere.evaluation.probes t2i outputs/demo_t2i/demo/checkpoints/last.ckpt
+    python -m lumiere.evaluation.probes stunet outputs/demo_stunet/demo/checkpoints/last.ckpt --scheduler ddpm
+    python -m lumiere.evaluation.probes caption-gap outputs/demo_stunet/demo/checkpoints/last.ckpt --data data/demo
+    python -m lumiere.evaluation.probes fit-at-T outputs/demo_stunet/demo/checkpoints/last.ckpt --data data/demo --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 
+import numpy as np
 import torch
 
-from lumiere.data.synthetic import RGB
-from lumiere.errors import ConfigError, LumiereError
-from lumiere.metrics.tracking import colour_masks, direction_from_track, track_colour, tracked_direction_accuracy
+from lumiere.data.rendering import render_clip
+from lumiere.data.vocabulary import (
+    DEMO_SLICE,
+    DIRECTIONS_BY_MOTION,
+    OPPOSITE_DIRECTION,
+    RGB,
+    caption_from_labels,
+    parse_restrictions,
+    sample_labels,
+)
+from lumiere.errors import ConfigError, InputFileError, LumiereError
+from lumiere.metrics.tracking import (
+    centroid_and_area,
+    colour_masks,
+    direction_from_track,
+    nearest_palette_colour,
+    palette_table,
+    track_colour,
+    tracked_direction_accuracy,
+)
 
-COLOURS = ("red", "green", "blue", "yellow")
-SHAPES = ("circle", "square", "triangle")
-DIRECTIONS = ("left", "right", "up", "down")
-PALETTE_NAMES = list(RGB)
-PALETTE = torch.tensor([RGB[name] for name in PALETTE_NAMES], dtype=torch.float32)
+COLOURS = tuple(DEMO_SLICE["color"])                  # red, green, blue, yellow
+SHAPES = tuple(DEMO_SLICE["shape"])                   # circle, square, triangle
+DIRECTIONS = tuple(DIRECTIONS_BY_MOTION["linear"])    # left, right, up, down
+PALETTE_NAMES, PALETTE = palette_table(RGB)           # every colour of the benchmark, (K, 3)
+MIN_PIXELS = 4                                        # a frame shows an object with at least this many pixels
 
 
-def t2i_colour_accuracy(module, steps: int, scheduler: str | None, guidance: float | None, seed: int) -> dict:
-    prompts = [f"a {c} {s} moving {d} at medium speed on a plain background"
-               for c in COLOURS for s, d in zip(SHAPES, ("left", "up", "right"))]
-    images = module.generate(prompts, num_frames=4, seed=seed, num_inference_steps=steps, scheduler=scheduler,
-                             guidance_scale=guidance, progress=False).float().cpu()  # 4 independent images per prompt
-    areas = torch.stack([colour_masks(images, torch.full((len(prompts),), k), PALETTE).sum(dim=(-2, -1))
-                         for k in range(len(PALETTE_NAMES))], dim=1)  # (prompts, colours, samples)
-    wanted = torch.tensor([PALETTE_NAMES.index(p.split()[1]) for p in prompts])[:, None]
-    hits = (areas.argmax(dim=1) == wanted) & (areas.max(dim=1).values >= 4)
-    return {"colour_accuracy": float(hits.float().mean()), "num_samples": int(hits.numel()), "chance": 0.25,
-            "colour_from_pure_noise": colour_from_pure_noise(module, seed)}
+def demo_caption(colour: str, shape: str, direction: str) -> str:
+    """The caption of a demo-slice clip, e.g. "a red circle moving left at medium speed on a plain background"."""
+    labels = {"shape": shape, "color": colour, "motion": "linear", "direction": direction,
+              "speed": DEMO_SLICE["speed"][0], "period": "none", "background": DEMO_SLICE["background"][0],
+              "num_objects": DEMO_SLICE["num_objects"][0], "second_shape": "none", "second_color": "none"}
+    return caption_from_labels(labels)
 
 
-def colour_from_pure_noise(module, seed: int, num_images: int = 8) -> dict:
-    """Does the caption reach the x0 guess at t = T, where x_t is pure noise? The mean RGB of the guess for
-    "a <colour> circle ..." (``num_images`` noise draws, the same for every colour), and the largest
-    difference between two colours' guesses in any channel. On the slice's clips the colour moves a
-    channel's clip mean by about 0.2 (e.g. red clips (-0.43, -0.65, -0.62), blue (-0.63, -0.59, -0.42))."""
-    guesses = {colour: guess_rgb_from_pure_noise(module, f"a {colour} circle moving right at medium speed on a plain background",
-                                                 num_images=num_images, num_frames=1, seed=seed)
-               for colour in COLOURS}
-    stacked = torch.stack(list(guesses.values()))
-    spread = stacked.amax(dim=0) - stacked.amin(dim=0)
-    return {"guess_rgb": {c: [round(float(v), 3) for v in g] for c, g in guesses.items()},
-            "largest_channel_spread": round(float(spread.max()), 4)}
+def flip_direction(labels: list[dict]) -> list[str]:
+    """The caption of each clip with its direction word replaced by the opposite one."""
+    return [caption_from_labels({**label, "direction": OPPOSITE_DIRECTION[label["direction"]]}) for label in labels]
+
+
+# ----------------------------------------------------------------------------------------------
+# What the network guesses at t = T and what its loss is at a fixed t
+# ----------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -83,18 +99,55 @@ def guess_rgb_from_pure_noise(module, caption: str, num_images: int, num_frames:
     return module.objective.predict_x0(module.network_forward(noise, t, cond), noise, t).mean(dim=(0, 2, 3, 4)).float().cpu()
 
 
-def flip_direction(captions: list[str], labels: list[dict]) -> list[str]:
-    """Each caption with its direction word replaced by the opposite one."""
-    return [caption.replace(f"moving {label['direction']}", f"moving {OPPOSITE[label['direction']]}")
-            for caption, label in zip(captions, labels)]
+def loss_at(module, x0: torch.Tensor, cond: dict, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The stage's diffusion loss of clips ``x0`` at given timesteps and noise (a scalar tensor)."""
+    return module.objective.loss(module.network_forward, x0, cond, timesteps=timesteps, noise=noise)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# t2i: does the colour word reach the image?
+# ----------------------------------------------------------------------------------------------
+
+
+def t2i_colour_accuracy(module, steps: int, scheduler: str | None, guidance: float | None, seed: int) -> dict:
+    colours = [c for c in COLOURS for _ in SHAPES]
+    prompts = [demo_caption(c, s, d) for c in COLOURS for s, d in zip(SHAPES, ("left", "up", "right"))]
+    images = module.generate(prompts, num_frames=4, seed=seed, num_inference_steps=steps, scheduler=scheduler,
+                             guidance_scale=guidance, progress=False).float().cpu()  # 4 independent images per prompt
+    areas = torch.stack([colour_masks(images, torch.full((len(prompts),), k), PALETTE).sum(dim=(-2, -1))
+                         for k in range(len(PALETTE_NAMES))], dim=1)  # (prompts, colours, samples)
+    wanted = torch.tensor([PALETTE_NAMES.index(c) for c in colours])[:, None]
+    hits = (areas.argmax(dim=1) == wanted) & (areas.max(dim=1).values >= MIN_PIXELS)
+    return {"colour_accuracy": float(hits.float().mean()), "num_samples": int(hits.numel()), "chance": 1 / len(COLOURS),
+            "colour_from_pure_noise": colour_from_pure_noise(module, seed)}
+
+
+def colour_from_pure_noise(module, seed: int, num_images: int = 8) -> dict:
+    """Does the caption reach the x0 guess at t = T, where x_t is pure noise? The mean RGB of the guess for
+    "a <colour> circle ..." (``num_images`` noise draws, the same for every colour), and the largest
+    difference between two colours' guesses in any channel. On the slice's clips the colour moves a
+    channel's clip mean by about 0.2 (e.g. red clips (-0.43, -0.65, -0.62), blue (-0.63, -0.59, -0.42))."""
+    guesses = {colour: guess_rgb_from_pure_noise(module, demo_caption(colour, "circle", "right"),
+                                                 num_images=num_images, num_frames=1, seed=seed)
+               for colour in COLOURS}
+    stacked = torch.stack(list(guesses.values()))
+    spread = stacked.amax(dim=0) - stacked.amin(dim=0)
+    return {"guess_rgb": {c: [round(float(v), 3) for v in g] for c, g in guesses.items()},
+            "largest_channel_spread": round(float(spread.max()), 4)}
+
+
+# ----------------------------------------------------------------------------------------------
+# stunet: does the prompted object move the prompted way?
+# ----------------------------------------------------------------------------------------------
 
 
 def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidance: float | None, seed: int,
                               batch_size: int = 8, sheet: str | None = None) -> dict:
     colours, directions, prompts = [], [], []
     for i in range(16):
-        colour, shape, direction = COLOURS[(i + i // 4) % 4], SHAPES[i % 3], DIRECTIONS[i % 4]
-        prompts.append(f"a {colour} {shape} moving {direction} at medium speed on a plain background")
+        colour = COLOURS[(i + i // len(COLOURS)) % len(COLOURS)]
+        shape, direction = SHAPES[i % len(SHAPES)], DIRECTIONS[i % len(DIRECTIONS)]
+        prompts.append(demo_caption(colour, shape, direction))
         colours.append(colour)
         directions.append(direction)
     videos = torch.cat([module.generate(prompts[k:k + batch_size], seed=seed + k, num_inference_steps=steps,
@@ -107,34 +160,41 @@ def stunet_direction_accuracy(module, steps: int, scheduler: str | None, guidanc
     result = tracked_direction_accuracy(videos, colours, directions, RGB)
     prompted = direction_from_track(*track_colour(videos, torch.tensor([PALETTE_NAMES.index(c) for c in colours]), PALETTE))
     result["prompted_vs_tracked"] = [f"{d}->{p}" for d, p in zip(directions, prompted)]
-    # Any palette colour: does *something* move the prompted way, whatever its colour?
-    pixels = (videos.clamp(-1, 1) + 1) * 127.5
-    # (B, T, H, W): each pixel's distance to its nearest palette colour, and which colour that is
-    distance, nearest = (pixels[:, None] - PALETTE[None, :, :, None, None, None]).norm(dim=2).min(dim=1)
-    mask = (distance <= 100).float()  # pixels near some palette colour
-    coords = (torch.arange(mask.shape[-1]) + 0.5) / mask.shape[-1]
-    area = mask.sum(dim=(-2, -1))
-    centroid = torch.stack([(mask * coords).sum(dim=(-2, -1)), (mask * coords[:, None]).sum(dim=(-2, -1))], dim=-1)
-    predicted = direction_from_track(centroid / area[..., None], area)
-    result["any_colour_direction_accuracy"] = sum(p == d for p, d in zip(predicted, directions)) / len(directions)
-    result["any_colour_tracks"] = dict(Counter(predicted))
-    result["any_colour_prompted_vs_tracked"] = [f"{d}->{p}" for d, p in zip(directions, predicted)]
-    # The control: as often the opposite way as the prompted way means the word is not followed.
-    result["any_colour_opposite_direction_rate"] = sum(p == OPPOSITE[d] for p, d in zip(predicted, directions)) / len(directions)
-    # Is it one object? The share of a clip's frames (with >= 4 palette pixels) whose dominant palette
-    # colour is the clip's most common one, averaged over clips; and the share of frames with an object.
-    kept = []
-    for clip in range(len(prompts)):
-        dominant = [int(torch.bincount(nearest[clip, t][mask[clip, t] > 0], minlength=len(PALETTE_NAMES)).argmax())
-                    for t in range(mask.shape[1]) if area[clip, t] >= 4]
-        if dominant:
-            kept.append(Counter(dominant).most_common(1)[0][1] / len(dominant))
-    result["colour_consistency"] = sum(kept) / len(kept) if kept else None
-    result["frames_with_object"] = float((area >= 4).float().mean())
+    result.update(any_colour_tracks(videos, directions))
     return result
 
 
-OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+def any_colour_tracks(videos: torch.Tensor, directions: list[str]) -> dict:
+    """Does *something* move the prompted way, whatever its colour? Pixels near any palette colour
+    are tracked as one object; the control is how often it moves the opposite way. Also whether it
+    is one object: the share of a clip's frames (with an object) whose dominant palette colour is the
+    clip's most common one, averaged over clips, and the share of frames with an object."""
+    distance, nearest = nearest_palette_colour(videos, PALETTE)  # (B, T, H, W)
+    mask = distance <= 100                                       # pixels near some palette colour
+    centroid, area = centroid_and_area(mask)
+    predicted = direction_from_track(centroid, area)
+    result = {
+        "any_colour_direction_accuracy": sum(p == d for p, d in zip(predicted, directions)) / len(directions),
+        "any_colour_tracks": dict(Counter(predicted)),
+        "any_colour_prompted_vs_tracked": [f"{d}->{p}" for d, p in zip(directions, predicted)],
+        # As often the opposite way as the prompted way means the word is not followed.
+        "any_colour_opposite_direction_rate":
+            sum(p == OPPOSITE_DIRECTION[d] for p, d in zip(predicted, directions)) / len(directions),
+    }
+    kept = []
+    for clip in range(videos.shape[0]):
+        dominant = [int(torch.bincount(nearest[clip, t][mask[clip, t]], minlength=len(PALETTE_NAMES)).argmax())
+                    for t in range(mask.shape[1]) if area[clip, t] >= MIN_PIXELS]
+        if dominant:
+            kept.append(Counter(dominant).most_common(1)[0][1] / len(dominant))
+    result["colour_consistency"] = sum(kept) / len(kept) if kept else None
+    result["frames_with_object"] = float((area >= MIN_PIXELS).float().mean())
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The slice's clips: what the direction word can be worth, and what it is worth to the model
+# ----------------------------------------------------------------------------------------------
 
 
 def ideal_direction_gain(restrictions: dict, render, num_clips: int = 384, seed: int = 1) -> dict:
@@ -142,10 +202,6 @@ def ideal_direction_gain(restrictions: dict, render, num_clips: int = 384, seed:
     the mean clip given the caption: the x0 MSE of the mean clip given colour and shape, against the
     mean given colour, shape and direction (pooled within-group variances, ddof 1, over ``num_clips``
     clips of the slice). A relative gain of 0 means the slice's clips give the word nothing to predict."""
-    import numpy as np
-
-    from lumiere.data.synthetic import sample_labels
-
     rng = np.random.default_rng(seed)
     groups: dict[tuple, list] = {}
     for i in range(num_clips):
@@ -168,12 +224,14 @@ def ideal_direction_gain(restrictions: dict, render, num_clips: int = 384, seed:
             "relative_gain": (without - with_direction) / without, "num_clips": num_clips}
 
 
-def _slice(data_dir: str, size: int):
+def slice_of(data_dir: str, size: int):
     """The slice's restrictions and a renderer of its clips (16 frames at 8 fps, its object scale and start rule)."""
-    from lumiere.data.synthetic import parse_restrictions, render_clip
+    from lumiere.data.shards import read_manifest
 
-    with open(os.path.join(data_dir, "manifest.json")) as handle:
-        config = json.load(handle)["config"]
+    manifest = read_manifest(data_dir)
+    if manifest is None:
+        raise InputFileError(f"{data_dir} holds no manifest.json: give the slice's folder (python -m lumiere.data.synthetic)")
+    config = manifest["config"]
     restrictions = parse_restrictions(config.get("restrictions") or {})
     if restrictions.get("motion") != ["linear"]:
         raise ConfigError(f"this probe needs a linear-motion slice (--restrict motion=linear), {data_dir} has {restrictions.get('motion')}")
@@ -194,16 +252,12 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
                           fps: float = 8.0, timesteps: tuple[int, ...] = (200, 500, 800, 950)) -> dict:
     """The loss change when every caption's direction word is flipped, against shuffling the frames,
     at fixed timesteps on ``num_clips`` fresh clips of the slice; plus ``ideal_direction_gain``."""
-    import numpy as np
-
-    from lumiere.data.synthetic import caption_from_labels, sample_labels
-
-    restrictions, render = _slice(data_dir, int(module.sample_size))
+    restrictions, render = slice_of(data_dir, int(module.sample_size))
     rng = np.random.default_rng(seed)
     labels = [sample_labels(rng, restrictions) for _ in range(num_clips)]
     x0 = _as_video([render(label, 10_000 + i, num_frames, fps) for i, label in enumerate(labels)])
     captions = [caption_from_labels(label) for label in labels]
-    flipped = flip_direction(captions, labels)
+    flipped = flip_direction(labels)
     generator = torch.Generator().manual_seed(seed)
     noise = module.objective.draw_noise(tuple(x0.shape), generator=generator).to(module.device)
     shuffle = torch.randperm(num_frames, generator=generator)
@@ -214,7 +268,7 @@ def caption_direction_gap(module, data_dir: str, seed: int, num_clips: int = 48,
 
         def loss(video, cond, t):
             ts = torch.full((num_clips,), t, dtype=torch.long, device=module.device)
-            return float(module.objective.loss(module.network_forward, video, cond, timesteps=ts, noise=noise)[0])
+            return float(loss_at(module, video, cond, ts, noise))
 
         for t in timesteps:
             base = loss(x0, true_cond, t)
@@ -236,11 +290,7 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
     direction (``ideal_direction_gain``).
     Also reports, for two captions, the per-channel mean of the network's x0 guess from pure noise (8
     noise draws) beside that of the caption's clips: whether the guess has even the prompted colour."""
-    import numpy as np
-
-    from lumiere.data.synthetic import caption_from_labels, sample_labels
-
-    restrictions, render = _slice(data_dir, int(module.sample_size))
+    restrictions, render = slice_of(data_dir, int(module.sample_size))
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     labels = [sample_labels(rng, restrictions) for _ in range(num_eval)]
@@ -254,7 +304,7 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
         clip_mean = _as_video([render(label, 30_000 + i) for i in range(64)]).mean(dim=0)
         probes[caption_from_labels(label)] = clip_mean.mean(dim=(1, 2, 3))
 
-    if unfreeze:
+    if unfreeze:  # the control: the frozen T2I U-Net inside every STUNet trains too
         from lumiere.models import STUNet
 
         for stunet in (m for m in module.modules() if isinstance(m, STUNet)):
@@ -265,7 +315,7 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
     with torch.no_grad():  # the text encoder stays frozen: encode the evaluation captions once
         cond = module.encode_text(captions)
         eval_conds = {"loss_at_T": cond, "loss_at_T_wrong_captions": {k: torch.roll(v, 1, dims=0) for k, v in cond.items()},
-                      "loss_at_T_flipped_direction": module.encode_text(flip_direction(captions, labels))}
+                      "loss_at_T_flipped_direction": module.encode_text(flip_direction(labels))}
     num_frames = eval_x0.shape[2]
 
     def evaluate(step: int) -> dict:
@@ -273,7 +323,7 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
         with torch.no_grad():
             row = {"step": step}
             for name, c in eval_conds.items():
-                row[name] = float(module.objective.loss(module.network_forward, eval_x0, c, timesteps=ts_999, noise=eval_noise)[0])
+                row[name] = float(loss_at(module, eval_x0, c, ts_999, eval_noise))
             row["mean_rgb_from_pure_noise"] = {
                 caption: {"guess_rgb": [round(float(v), 3) for v in guess_rgb_from_pure_noise(module, caption, 8, num_frames, seed)],
                           "clips_rgb": [round(float(v), 3) for v in clip_channel_mean]}
@@ -302,8 +352,13 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
             "ideal_at_T": ideal_direction_gain(restrictions, render)}
 
 
+# ----------------------------------------------------------------------------------------------
+# Command
+# ----------------------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lumiere.evaluation.probes", description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=("t2i", "stunet", "caption-gap", "fit-at-T"))
     parser.add_argument("ckpt", help="a Lightning checkpoint of that stage (EMA weights are used)")
     parser.add_argument("--steps", type=int, default=25)

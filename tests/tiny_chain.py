@@ -4,9 +4,9 @@ T2I stage (Sec. 3) -> STUNet base (Sec. 3.1) -> conditional model (Sec. 4.2), pl
 (Sec. 4.1), all at 16x16 pixels and 8 frames, on clips rendered by the synthetic benchmark.
 It goes through the real code paths: model configs instantiated by Hydra, Lightning
 `Trainer.fit` and `save_checkpoint`, `load_module_from_checkpoint`, diffusers exports. The
-tests share one such chain; `notebooks/applications.ipynb` builds one when the demo checkpoints
-are absent. It is far from converged: it shows that everything runs, not what a trained model
-looks like.
+tests share one such chain (`apps_fixtures.shared_tiny_chain`), and the notebook test runs
+`notebooks/applications.ipynb` on it. It is far from converged: it shows that everything runs,
+not what a trained model looks like.
 """
 
 from __future__ import annotations
@@ -17,28 +17,14 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
-from lumiere.data.synthetic import caption_from_labels, render_clip, sample_labels
+from lumiere.data.rendering import synthetic_clips
 
-SIZE = 16
+SIZE = 16   # synthetic_clips' defaults: 8 frames of 16x16 pixels
 FRAMES = 8  # the tiny U-Net has two spatial downsamplers: temporal factor 4, so >= 8 frames
-FPS = 8.0
-
-
-def synthetic_clips(count: int, *, num_frames: int = FRAMES, size: int = SIZE, seed: int = 0):
-    """`count` benchmark clips as a video batch (B, 3, T, H, W) in [-1, 1] and their captions."""
-    videos, captions = [], []
-    for index in range(count):
-        clip_seed = seed * 100_003 + index
-        labels = sample_labels(np.random.default_rng(clip_seed))
-        frames = render_clip(labels, num_frames, size, FPS, clip_seed)  # (T, H, W, 3) uint8
-        videos.append(torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0)
-        captions.append(caption_from_labels(labels))
-    return torch.stack(videos), captions
 
 
 class ClipDataset(Dataset):
@@ -117,9 +103,9 @@ def conditional_config(base_ckpt: str, lr: float = 2e-3, conv_in_training: str =
 
 
 def style_config(t2i_dir: str, kind: str = "palette", lr: float = 2e-3) -> dict:
-    return {"_target_": "lumiere.apps.style_finetune.StyleFineTuneModule",
+    return {"_target_": "lumiere.training.style_finetune.StyleFineTuneModule",
             "unet_path": os.path.join(t2i_dir, "unet"), "text_encoder_path": os.path.join(t2i_dir, "text_encoder"),
-            "style": {"_target_": "lumiere.apps.style.StyleTransform", "kind": kind}, **common_config(lr)}
+            "style": {"_target_": "lumiere.data.style.StyleTransform", "kind": kind}, **common_config(lr)}
 
 
 def build_module(config: dict):

@@ -1,5 +1,8 @@
 """The `apps` task behind `python apps.py mode=<application> ...` (paper Sec. 4, Figs. 6-9).
 
+It reads the config into the tensors an application of `lumiere.apps` takes, runs it and writes
+the clips.
+
 Modes and what they read (see conf/apps.yaml for every key):
 
 - `image_to_video`: `image`, `num_frames`                      (conditional checkpoint)
@@ -11,7 +14,7 @@ Modes and what they read (see conf/apps.yaml for every key):
 
 `style_dir` + `alpha` also stylize any other mode. Masks mark the region to generate (white);
 `invert_mask=true` flips that. Every input is checked before the model is loaded; a bad one
-ends the run with one `error: ...` line (exit code 2, by `lumiere.tasks.run_task`). Results are
+ends the run with one `error: ...` line (exit code 2, by `lumiere.tasks.runner.run_task`). Results are
 written to a temporary folder and moved into `out_dir` only when every file is complete.
 """
 
@@ -65,7 +68,7 @@ def _required(cfg: DictConfig, key: str, mode: str):
 
 def read_inputs(cfg: DictConfig) -> AppInputs:
     """Read and check the files and numbers of `cfg.mode`; raise a LumiereError on the first problem."""
-    from lumiere.tasks import read_prompts
+    from lumiere.tasks.generation import read_prompts
 
     mode = None if OmegaConf.is_missing(cfg, "mode") else cfg.mode
     if mode is None:
