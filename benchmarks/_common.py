@@ -19,8 +19,9 @@ import os
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

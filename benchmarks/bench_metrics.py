@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from lumiere.metrics import DomainClassifier, I3D, preprocess_for_fvd
+from lumiere.metrics import I3D, DomainClassifier, preprocess_for_fvd
 
 from _common import median_seconds  # beside this script: the benchmarks' shared helpers
 

@@ -115,7 +115,7 @@ def check_whole_stunet(stunet: STUNet, args, device: torch.device) -> None:
     print(f"whole STUNet: {args.frames} frames at {args.size}x{args.size}, batch {args.batch}, {args.dtype}, "
           f"N = {stunet.temporal_factor}")
     for with_mask in (True, False):
-        seconds, peak = timed(lambda: step(with_mask), device, args.reps)
+        seconds, peak = timed(lambda with_mask=with_mask: step(with_mask), device, args.reps)
         kernels = Counter()
         if device.type == "cuda":
             from torch.profiler import ProfilerActivity, profile

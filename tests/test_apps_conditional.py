@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from apps_fixtures import FRAMES, SIZE, build_module, conditional_config, shared_tiny_chain
 from lumiere.apps import (
     box_keep_mask,
     cinemagraph,
@@ -20,6 +19,8 @@ from lumiere.apps import (
 )
 from lumiere.training import load_module_from_checkpoint
 from lumiere.training.conditional import ConditionalVideoModule
+
+from apps_fixtures import FRAMES, SIZE, build_module, conditional_config, shared_tiny_chain
 
 SAMPLING = dict(num_inference_steps=10, guidance_scale=2.0, seed=0, progress=False)
 

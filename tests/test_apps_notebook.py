@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import nbformat
 import pytest
 import torch

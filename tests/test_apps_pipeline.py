@@ -61,8 +61,8 @@ def test_style_experiment_config_builds_the_style_fine_tune_of_the_t2i_export(wo
 
     from lumiere.apps import interpolate_spatial_weights, load_style_unet_state_dict
     from lumiere.data.style import StyleTransform
-    from lumiere.training.style_finetune import StyleFineTuneModule
     from lumiere.training import load_module_from_checkpoint
+    from lumiere.training.style_finetune import StyleFineTuneModule
 
     # the chain's T2I (tests/tiny_chain.py) regresses epsilon; the demo/tiny experiments use v
     cfg = compose_config("train", ["experiment=tiny_style_t2i", f"model.unet_path={chain.t2i_dir}/unet",

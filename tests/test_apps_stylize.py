@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lumiere.data.style import StyleTransform
 from lumiere.apps.stylize import interpolate_spatial_weights, load_style_unet_state_dict
+from lumiere.data.style import StyleTransform
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.models import STUNet, build_unet, save_unet
 from lumiere.training.conditional import expand_for_conditioning

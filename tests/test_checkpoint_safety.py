@@ -125,7 +125,8 @@ def test_the_projects_own_model_configs_pass_the_check(tmp_path):
 
 ENTRY_POINTS = {
     "generate.py ckpt_path": lambda ckpt, out: ["generate.py", f"ckpt_path={ckpt}", f"out_dir={out}"],
-    "apps.py ckpt_path": lambda ckpt, out: ["apps.py", "mode=image_to_video", f"ckpt_path={ckpt}", f"out_dir={out}"],
+    "apps.py ckpt_path": lambda ckpt, out: ["apps.py", "mode=image_to_video", f"ckpt_path={ckpt}", f"out_dir={out}",
+                                            "prompt=a red circle", f"image={out.parent / 'frame.png'}"],
     "evaluate.py ckpt_path": lambda ckpt, out: ["evaluate.py", "experiment=demo_eval", f"ckpt_path={ckpt}",
                                                  f"paths.output_dir={out}"],
 }
@@ -134,8 +135,11 @@ ENTRY_POINTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
 def test_entry_points_refuse_a_gadget_checkpoint_in_one_line_and_run_nothing(tmp_path, gadgets, entry):
+    from PIL import Image
+
     marker, paths = gadgets
     out = tmp_path / "out"
+    Image.new("RGB", (16, 16)).save(tmp_path / "frame.png")
     for name in ("os_system", "pickled_object"):
         command = [sys.executable, *ENTRY_POINTS[entry](paths[name], out)]
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,

@@ -9,10 +9,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
-from training_helpers import CONFIG_DIR
-
 from lumiere.errors import ConfigError
 from lumiere.training import distributed
+
+from training_helpers import CONFIG_DIR
 
 TEMPORAL_CLASS_NAMES = {"FactorizedSpaceTimeConvBlock", "TemporalAttentionBlock", "TemporalDownsample",
                         "TemporalUpsample"}

@@ -3,17 +3,18 @@ ranks x workers, resampled epochs."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import webdataset as wds
-
-from data_fixtures import good_sample, tiny_synthetic, write_numbered_shards, write_shard
-from types import SimpleNamespace
 
 from lumiere.data import VideoDataLoader, VideoDataModule
 from lumiere.data.dataset import assign_shards
 from lumiere.data.decoders import decode_frames
 from lumiere.errors import ConfigError, InputFileError
+
+from data_fixtures import good_sample, tiny_synthetic, write_numbered_shards, write_shard
 
 
 def _all_batches(loader) -> list[dict]:

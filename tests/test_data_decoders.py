@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from data_fixtures import bad_samples, moving_bar_frames
 from lumiere.data.codec import encode_h264
 from lumiere.data.decoders import (
     TooFewFramesError,
@@ -20,6 +19,8 @@ from lumiere.data.decoders import (
 from lumiere.data.rendering import render_clip
 from lumiere.data.vocabulary import sample_labels
 from lumiere.errors import ConfigError
+
+from data_fixtures import bad_samples, moving_bar_frames
 
 
 @pytest.fixture(scope="module")

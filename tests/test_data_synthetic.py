@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from data_fixtures import tiny_synthetic
 from lumiere.data.rendering import render_clip
 from lumiere.data.synthetic import generate_synthetic_benchmark, main
 from lumiere.data.vocabulary import (
@@ -22,6 +21,8 @@ from lumiere.data.vocabulary import (
     sample_labels,
 )
 from lumiere.errors import ConfigError
+
+from data_fixtures import tiny_synthetic
 
 
 def test_same_seed_renders_identical_frames_and_other_seeds_differ():

@@ -12,14 +12,6 @@ from lumiere.models.temporal_conditioning import CaptionPooling, FeatureModulati
 C, T, H, W = 8, 6, 5, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_layout_shift_starts_at_zero_and_writes_a_resolution_independent_smooth_map():
     layout = SpatialLayoutShift(emb_dim=6, channels=3, frequencies=4)
     emb = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))

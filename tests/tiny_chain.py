@@ -12,9 +12,9 @@ not what a trained model looks like.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import lightning.pytorch as pl
 import torch

@@ -19,7 +19,7 @@ from lumiere.data.dataset import SKIP_REASONS
 from lumiere.data.loader import SkipTracker, merge_counts
 
 
-def _trackers(trainer: "pl.Trainer", stage: str | None) -> list[SkipTracker]:
+def _trackers(trainer: pl.Trainer, stage: str | None) -> list[SkipTracker]:
     """Skip trackers of the trainer's video loaders (through the data module when there is one)."""
     datamodule = getattr(trainer, "datamodule", None)
     loaders = getattr(datamodule, "loaders", None)
@@ -56,7 +56,7 @@ class BadSampleReporter(pl.Callback):
         self.prefix = prefix
         self._logged_until: dict[str, int] = {}
 
-    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         totals = merge_counts(*(tracker.counts() for tracker in _trackers(trainer, "train")))
         epoch_counts = {reason: totals.get(reason, 0) - self._logged_until.get(reason, 0) for reason in SKIP_REASONS}
         self._logged_until = {reason: totals.get(reason, 0) for reason in SKIP_REASONS}
@@ -64,7 +64,7 @@ class BadSampleReporter(pl.Callback):
             pl_module.log(f"{self.prefix}{reason}", float(count), on_epoch=True, on_step=False, sync_dist=True, reduce_fx="sum")
         pl_module.log(f"{self.prefix}total", float(sum(epoch_counts.values())), on_epoch=True, on_step=False, sync_dist=True, reduce_fx="sum")
 
-    def on_fit_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         local = merge_counts(*(tracker.distinct_counts() for tracker in _trackers(trainer, None)))
         vector = torch.tensor([float(local.get(reason, 0)) for reason in SKIP_REASONS], device=pl_module.device)
         if trainer.world_size > 1:

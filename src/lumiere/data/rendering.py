@@ -12,7 +12,8 @@ video batch (no shards), for the applications' gallery, the notebook and the tes
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from lumiere.errors import ConfigError, InputFileError
 
@@ -148,7 +149,7 @@ class ShardSink:
             if self.total == 0 and name and os.path.exists(name):
                 os.remove(name)  # ShardWriter opens its first shard eagerly
 
-    def __enter__(self) -> "ShardSink":
+    def __enter__(self) -> ShardSink:
         return self
 
     def __exit__(self, *exc) -> None:

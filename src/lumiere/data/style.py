@@ -17,7 +17,7 @@ transformed alone, so the transform never creates motion.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -15,9 +15,12 @@ Rendering a scene from labels is :mod:`lumiere.data.rendering`; writing the benc
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from lumiere.errors import ConfigError
 
@@ -148,7 +151,7 @@ def labels_from_caption(caption: str) -> dict[str, str]:
     return {key: labels[key] for key in ATTRIBUTE_VOCAB}
 
 
-def label_ids(labels: dict[str, list], vocab: dict[str, list[str]] | None = None) -> dict[str, "torch.Tensor"]:
+def label_ids(labels: dict[str, list], vocab: dict[str, list[str]] | None = None) -> dict[str, torch.Tensor]:
     """A batch's ``labels`` (``{name: [value per clip]}``) as class indices into ``vocab``
     (default :data:`ATTRIBUTE_VOCAB`), -1 where a clip has no such label (ignored by losses)."""
     import torch

@@ -7,7 +7,7 @@ back to x_0. Any correct sampler driven by it lands on x_0; a correct loss gives
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from torch import Tensor
 

@@ -10,7 +10,7 @@ computed with one batched forward: [cond; uncond] along the batch (docs/architec
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor

@@ -31,7 +31,7 @@ Legend: B batch, C channels, T frames of the video, L frames of a window, H heig
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin

@@ -15,7 +15,7 @@ a still image as a one-frame video, or an image (B, C, H, W).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

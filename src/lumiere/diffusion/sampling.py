@@ -13,7 +13,7 @@ schedulers (DDPM) draw their per-step noise from it too: one seed, one output.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -73,7 +73,7 @@ class ClipSet:
     def __len__(self) -> int:
         return int(self.videos.shape[0])
 
-    def take(self, count: int | None) -> "ClipSet":
+    def take(self, count: int | None) -> ClipSet:
         """The first ``count`` clips (all when ``count`` is None)."""
         if count is None or count >= len(self):
             return self

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +151,7 @@ def train_domain_classifier(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     names = list(model.heads)
     model.train()
-    for epoch in tqdm(range(epochs), desc="training domain classifier", disable=not progress):
+    for _ in tqdm(range(epochs), desc="training domain classifier", disable=not progress):
         for videos, labels in data:
             targets = _label_dict(labels, names)
             logits = model(videos.to(device))

@@ -21,7 +21,7 @@ not depend on the benchmark: the caller passes the palette (``lumiere.data.vocab
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

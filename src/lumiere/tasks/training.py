@@ -20,16 +20,59 @@ from lumiere.tasks.runner import instantiate_collection
 log = logging.getLogger("lumiere")
 
 
-def resolve_resume_path(ckpt_path: str | None, output_dir: str) -> str | None:
-    """`auto` resumes from this run folder's last.ckpt when it exists; a path must exist."""
-    if ckpt_path in (None, "", "null"):
-        return None
-    if ckpt_path == "auto":
-        last = os.path.join(output_dir, "checkpoints", "last.ckpt")
-        return last if os.path.isfile(last) else None
-    if not os.path.isfile(ckpt_path):
-        raise ConfigError(f"ckpt_path does not exist: {ckpt_path}")
-    return ckpt_path
+def is_global_rank_zero(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process is rank 0 of its job, from the launcher's environment (before any
+    process group exists): RANK (torchrun), SLURM_PROCID (srun), else NODE_RANK and LOCAL_RANK
+    (Lightning's own launcher); a single process has none of them and is rank 0."""
+    environ = os.environ if environ is None else environ
+    for name in ("RANK", "SLURM_PROCID"):
+        if environ.get(name, "").strip():
+            return int(environ[name]) == 0
+    return all(int(environ.get(name, "").strip() or 0) == 0 for name in ("NODE_RANK", "LOCAL_RANK"))
+
+
+def trainer_plugins(trainer_cfg: DictConfig) -> list[Any] | None:
+    """The trainer's plugins: the configured ones (`trainer.plugins`, e.g. the atomic checkpoint
+    writer) plus, under SLURM, the SLURM environment with Lightning's requeue off, unless a configured
+    plugin already is a cluster environment. None when there are none."""
+    from lightning.fabric.plugins.environments import ClusterEnvironment
+
+    from lumiere.training import distributed
+    from lumiere.utils import instantiate_config
+
+    configured = trainer_cfg.get("plugins")
+    if configured is None:
+        entries = []
+    elif OmegaConf.is_list(configured) or isinstance(configured, (list, tuple)):
+        entries = list(configured)
+    else:
+        entries = [configured]
+    plugins = [instantiate_config(entry) if OmegaConf.is_config(entry) or isinstance(entry, dict) else entry
+               for entry in entries if entry is not None]
+    if not any(isinstance(plugin, ClusterEnvironment) for plugin in plugins):
+        plugins.extend(distributed.slurm_plugins())
+    return plugins or None
+
+
+def check_frame_counts(cfg: DictConfig, model: Any) -> None:
+    """Refuse, before any file is written, a clip length the model cannot take (the STUNet's frame
+    count must be a multiple of its temporal factor N and at least 2N): the training clips
+    (`data.num_frames`, unless the data are still images) and the validation samples (`val_num_frames`)."""
+    check = getattr(model, "check_num_frames", None)
+    if not callable(check):
+        return
+    data = cfg.get("data") or {}
+    if data.get("num_frames") is not None and not data.get("image_mode", False):
+        try:
+            check(int(data.num_frames))
+        except ConfigError as error:
+            raise ConfigError(f"data.num_frames={data.num_frames}: {error}") from None
+    val_num_frames = getattr(model, "val_num_frames", None)
+    if val_num_frames:
+        try:
+            check(int(val_num_frames))
+        except ConfigError as error:
+            raise ConfigError(f"model.val_num_frames={val_num_frames}: {error}") from None
 
 
 def stable_wandb_id(cfg: DictConfig, output_dir: str) -> None:
@@ -116,27 +159,60 @@ def preemption_callback(callbacks: list[Any], output_dir: str) -> Any:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured stage; export its components if `export_dir` is set.
 
-    Cluster wiring (docs/cluster.md): the trainer is built first so that `global_batch_size`
-    can set the per-device batch from its device count; a PreemptionCheckpoint saves `last.ckpt`
-    on SIGUSR1/SIGTERM; on SLURM, Lightning's own requeue handler is off."""
-    import lightning.pytorch as pl
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    Cluster wiring (docs/cluster.md): the trainer is built before the data so that
+    `global_batch_size` can set the per-device batch from its device count; a PreemptionCheckpoint
+    saves `last.ckpt` on SIGUSR1/SIGTERM; on SLURM, Lightning's own requeue handler is off.
 
-    from lumiere.training import distributed
-    from lumiere.training.preemption import PreemptionExit
-    from lumiere.utils import instantiate_config, set_cpu_threads
+    Before any file of ours is written the model is built, its clip lengths checked and the resume
+    checkpoint chosen (`ckpt_path=auto`: the newest readable one; an error when none is readable).
+
+    Rank 0 holds the run folder's lock (`run.lock`) from before the first file of ours is written
+    to the end of the export: a second run with the same run_name stops in one line."""
+    import lightning.pytorch as pl
+
+    from lumiere.training.run_lock import RunLock
+    from lumiere.utils import set_cpu_threads
 
     set_cpu_threads(cfg.get("cpu_threads"))
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = cfg.paths.output_dir
     check_wandb_config(cfg)
+    lock = RunLock(output_dir).acquire() if is_global_rank_zero() else None
+    try:
+        return _train_locked(cfg, output_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(cfg: DictConfig, output_dir: str) -> dict[str, float]:
+    import lightning.pytorch as pl
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lumiere.training import distributed
+    from lumiere.training.checkpoint_io import resolve_resume_checkpoint
+    from lumiere.training.preemption import PreemptionExit
+    from lumiere.utils import instantiate_config
+
+    # The model first: a clip length it cannot take is refused before any file is written.
+    model = instantiate_config(cfg.model, _convert_="partial")
+    model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    check_frame_counts(cfg, model)
+    # A resume onto other frozen weights (a re-exported T2I) is refused unless the user allows it.
+    model.allow_frozen_mismatch = bool(cfg.get("allow_frozen_mismatch", False))
+    ckpt_path = cfg.get("ckpt_path")
+    resume_from = resolve_resume_checkpoint(ckpt_path, output_dir)  # `auto` logs what it chose
+    if ckpt_path != "auto" and resume_from:
+        log.info("resuming from %s", resume_from)
+    elif ckpt_path != "auto":
+        log.info("ckpt_path=%s: starting a fresh run", ckpt_path)
     stable_wandb_id(cfg, output_dir)
 
     callbacks = instantiate_collection(cfg.get("callbacks"))
     preemption = preemption_callback(callbacks, output_dir)
     loggers = instantiate_collection(cfg.get("logger"))
-    extra = {} if "plugins" in cfg.trainer else {"plugins": distributed.slurm_plugins()}
-    trainer: pl.Trainer = instantiate_config(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    trainer: pl.Trainer = instantiate_config(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                             plugins=trainer_plugins(cfg.trainer))
     distributed.check_launch(trainer.strategy, multirun=is_multirun())
     if cfg.get("global_batch_size"):
         per_device = distributed.per_device_batch_size(
@@ -148,15 +224,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.data.batch_size = per_device
 
     datamodule = instantiate_config(cfg.data)
-    model = instantiate_config(cfg.model, _convert_="partial")
-    model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     distributed.check_model_for_strategy(trainer.strategy, model)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    resume_from = resolve_resume_path(cfg.get("ckpt_path"), output_dir)
-    if resume_from:
-        log.info("resuming from %s", resume_from)
     if cfg.get("train", True):
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)

@@ -36,7 +36,7 @@ weights with the fine-tuned ones. Keep the base checkpoint where the conditional
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor

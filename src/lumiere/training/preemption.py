@@ -24,7 +24,9 @@ SIGUSR1 instead and sets `max_num_timeout: 0`.
 
 Saving happens at the end of a training batch that completed an optimizer step (never in the
 middle of gradient accumulation), after all ranks agree that a signal arrived on any of them,
-so every rank saves the same step and collective checkpointing (FSDP) stays in lockstep.
+so every rank saves the same step and collective checkpointing (FSDP) stays in lockstep. That
+step's metrics go to the loggers, flushed to disk, before the checkpoint: the resumed run starts at
+the next step, so metrics.csv holds every step's row exactly once.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import os
 import signal
 import subprocess
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -155,7 +158,8 @@ class PreemptionCheckpoint(pl.Callback):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if isinstance(exception, SIGTERMException) and self.saved_checkpoint is None:
-            self._save(trainer, requeue=any(s in self.requeue_signals for s in self.received))
+            # Lightning raises it after the step's metrics went to the loggers: only flush them.
+            self._save(trainer, requeue=any(s in self.requeue_signals for s in self.received), log_step=False)
         self._restore()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
@@ -173,15 +177,32 @@ class PreemptionCheckpoint(pl.Callback):
             return
         requeue = strategy.reduce_boolean_decision(any(s in self.requeue_signals for s in self.received),
                                                    all=False)
-        self._save(trainer, requeue=requeue)
+        self._save(trainer, requeue=requeue, log_step=True)
         raise PreemptionExit(self.exit_signal(), self.checkpoint_path)
 
     def exit_signal(self) -> int:
         """The signal this process stopped for (another rank's, when it arrived there first)."""
         return self.received[0] if self.received else self.exit_signals[0]
 
-    def _save(self, trainer: pl.Trainer, *, requeue: bool) -> None:
+    @staticmethod
+    def _flush_loggers(trainer: pl.Trainer, *, log_step: bool) -> None:
+        """Put the metrics of the step being saved on disk before its checkpoint.
+
+        At the end of a training batch Lightning has not yet sent that step's logged values to the
+        loggers (it does so after the `on_train_batch_end` hooks, which this callback leaves by
+        exiting): without this, the resumed run starts at the next step and the saved step's
+        `train/loss` row is in no file. `log_step` sends them, as Lightning would have (same step,
+        same `log_every_n_steps` rule); then every logger writes what it holds (metrics.csv)."""
+        if log_step:
+            update = getattr(getattr(trainer, "_logger_connector", None), "update_train_step_metrics", None)
+            if callable(update):
+                update()
+        for logger in trainer.loggers:
+            logger.save()
+
+    def _save(self, trainer: pl.Trainer, *, requeue: bool, log_step: bool = False) -> None:
         os.makedirs(self.dirpath, exist_ok=True)
+        self._flush_loggers(trainer, log_step=log_step)
         # Tell a ModelCheckpoint that keeps `last.ckpt` in this folder that this file is its own
         # (its state goes into the checkpoint): otherwise the resumed run's ModelCheckpoint finds
         # a `last.ckpt` it did not write and saves `last-v1.ckpt` beside it, and the next

@@ -22,7 +22,7 @@ Legend: B batch, C channels, T frames, h x w low resolution, H x W (= sample_siz
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +32,10 @@ from torch import Tensor
 
 from lumiere.diffusion import multidiffusion_sample
 from lumiere.errors import ConfigError
-from lumiere.models import STUNet, FrozenTextEncoder, load_unet
+from lumiere.models import FrozenTextEncoder, STUNet, load_unet
 from lumiere.training.base import DiffusionModule
 from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
-from lumiere.training.stages import apply_unet_per_frame
+from lumiere.training.stages import apply_unet_per_frame, write_export
 
 # Written next to an exported SSR U-Net: the low-resolution size it was trained to upsample.
 SSR_META_FILE = "lumiere_ssr.json"
@@ -255,8 +255,12 @@ class SuperResolutionModule(DiffusionModule):
         """Write the EMA weights of the 2D SSR as `ssr_unet/` (diffusers) for the inflation stage."""
         if self.inflated:
             raise ConfigError("only the 2D SSR (stage 0) is exported; the inflated SSR is used from its checkpoint")
-        folder = os.path.join(out_dir, "ssr_unet")
-        with self.ema_scope():
-            self.network.save_pretrained(folder, safe_serialization=True)
-        write_export_meta(folder, SSR_META_FILE, self.objective, low_res_size=self.low_res_size,
-                          sample_size=self.sample_size)
+
+        def write(staging: str) -> None:  # beside the previous export, replacing it once complete
+            folder = os.path.join(staging, "ssr_unet")
+            with self.ema_scope():
+                self.network.save_pretrained(folder, safe_serialization=True)
+            write_export_meta(folder, SSR_META_FILE, self.objective, low_res_size=self.low_res_size,
+                              sample_size=self.sample_size)
+
+        write_export(out_dir, ("ssr_unet",), write)

@@ -9,17 +9,67 @@ local folders), freezes it, and trains only the temporal blocks that `STUNet` in
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import Tensor
 
+from lumiere.errors import InputFileError
 from lumiere.models import FrozenTextEncoder, STUNet, load_unet
 from lumiere.training.base import DiffusionModule
 from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
 
 T2I_META_FILE = "lumiere_t2i.json"  # beside the exported unet/ weights
+EXPORT_STAGING_PREFIX = ".export-partial-"  # the temporary folder an export is written into
+
+
+def write_export(out_dir: str | os.PathLike, components: Sequence[str], write: Callable[[str], None]) -> None:
+    """Write the component folders of an export (`unet/`, `text_encoder/`, ...) so that no failure
+    leaves half of one.
+
+    `write(staging)` writes them into a temporary folder beside them (`<out_dir>/.export-partial-*`,
+    same file system); only once all are complete is each renamed into place, replacing the previous
+    export's folder of that name (anything else in `out_dir` stays). A failure (full disk, quota)
+    removes the partial export, leaves the previous one as it was and says so in one line."""
+    out = Path(out_dir)
+    had_previous = any((out / name).exists() for name in components)
+    kept = "the previous export is intact" if had_previous else "nothing was exported"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=EXPORT_STAGING_PREFIX))
+    except OSError as error:
+        raise InputFileError(f"could not export to {out}: {error.strerror or error}; {kept}") from None
+    moved_aside: list[str] = []  # previous components renamed into the staging folder
+    installed: list[str] = []  # new components renamed into place
+    try:
+        write(str(staging))
+        missing = [name for name in components if not (staging / name).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"the export wrote no {', '.join(missing)}")
+        for name in components:
+            if (out / name).exists():
+                os.rename(out / name, staging / f"{name}.previous")
+                moved_aside.append(name)
+            os.rename(staging / name, out / name)
+            installed.append(name)
+    except BaseException as error:
+        try:  # a rename failed midway (or an interrupt): take the new components out, put the previous back
+            for name in reversed(installed):
+                os.rename(out / name, staging / f"{name}.new")
+            for name in moved_aside:
+                os.rename(staging / f"{name}.previous", out / name)
+        except OSError:
+            raise InputFileError(f"could not export to {out}: {error}; the previous export is in {staging} "
+                                 "(*.previous): move it back by hand") from None
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise InputFileError(f"could not export to {out}: {error.strerror or error}; {kept}") from None
+        raise
+    shutil.rmtree(staging, ignore_errors=True)  # the previous components, no longer needed
 
 
 def repeat_per_frame(tensor: Tensor | None, num_frames: int) -> Tensor | None:
@@ -68,11 +118,16 @@ class TextToImageModule(DiffusionModule):
         return int(self.network.config.sample_size)
 
     def export_pretrained(self, out_dir: str) -> None:
-        """Write the EMA weights as `unet/` (diffusers) and `text_encoder/` (transformers)."""
-        with self.ema_scope():
-            self.network.save_pretrained(os.path.join(out_dir, "unet"), safe_serialization=True)
-            self.text_encoder.save_pretrained(os.path.join(out_dir, "text_encoder"))
-        write_export_meta(os.path.join(out_dir, "unet"), T2I_META_FILE, self.objective)
+        """Write the EMA weights as `unet/` (diffusers) and `text_encoder/` (transformers).
+
+        Both are written beside the previous export and replace it only once complete (`write_export`)."""
+        def write(staging: str) -> None:
+            with self.ema_scope():
+                self.network.save_pretrained(os.path.join(staging, "unet"), safe_serialization=True)
+                self.text_encoder.save_pretrained(os.path.join(staging, "text_encoder"))
+            write_export_meta(os.path.join(staging, "unet"), T2I_META_FILE, self.objective)
+
+        write_export(out_dir, ("unet", "text_encoder"), write)
 
 
 class TextToVideoModule(DiffusionModule):

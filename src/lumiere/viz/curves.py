@@ -15,7 +15,7 @@ import argparse
 import csv
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
