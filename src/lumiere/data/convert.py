@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import multiprocessing
@@ -35,10 +36,11 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -128,9 +130,33 @@ def _list_videos(root: Path) -> list[Path]:
 
 def _require_folder(path: str | Path, what: str) -> Path:
     folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InputFileError(f"{what} folder {folder} is a file, not a folder")
     if not folder.is_dir():
         raise InputFileError(f"{what} folder not found: {folder}")
     return folder
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A text file decoded as UTF-8 (a leading byte-order mark is dropped); a one-line
+    :class:`InputFileError` naming the byte offset and line of the first byte that is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputFileError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    skip = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = skip + error.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise InputFileError(
+            f"{what} {path} is not UTF-8: byte 0x{data[offset]:02x} at byte offset {offset} (line {line}) "
+            "cannot be decoded; save the file as UTF-8"
+        ) from None
 
 
 def ucf101_items(root: str | Path, *, split_file: str | Path | None = None, template: str = UCF101_TEMPLATE) -> list[VideoItem]:
@@ -142,9 +168,11 @@ def ucf101_items(root: str | Path, *, split_file: str | Path | None = None, temp
     class_index = {name: i for i, name in enumerate(classes)}
     if split_file is not None:
         split_path = Path(split_file).expanduser()
+        if split_path.is_dir():
+            raise InputFileError(f"split file {split_path} is a folder; give the list file (e.g. trainlist01.txt)")
         if not split_path.is_file():
             raise InputFileError(f"split file not found: {split_path}")
-        relative = [line.split()[0] for line in split_path.read_text().splitlines() if line.strip()]
+        relative = [line.split()[0] for line in _read_text(split_path, "split file").splitlines() if line.strip()]
         paths = [root / rel for rel in relative]  # missing ones are reported as skipped
     else:
         paths = _list_videos(root)
@@ -165,11 +193,14 @@ def ucf101_items(root: str | Path, *, split_file: str | Path | None = None, temp
 
 
 def _read_caption_table(path: Path) -> list[dict[str, Any]]:
+    if path.is_dir():
+        raise InputFileError(f"caption file {path} is a folder; give the CSV or JSON file")
     if not path.is_file():
         raise InputFileError(f"caption file not found: {path}")
+    text = _read_text(path, "caption file")
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(text)
         except json.JSONDecodeError as error:
             raise InputFileError(f"caption file {path} is not valid json: {error}") from error
         if isinstance(data, dict):
@@ -177,8 +208,11 @@ def _read_caption_table(path: Path) -> list[dict[str, Any]]:
         if isinstance(data, list) and all(isinstance(row, dict) for row in data):
             return data
         raise InputFileError(f"caption json {path} must be a list of objects or a {{video: caption}} map")
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return list(reader)
+    except csv.Error as error:
+        raise InputFileError(f"caption file {path} is not a valid CSV (line {reader.line_num}): {error}") from None
 
 
 def folder_items(
@@ -193,13 +227,14 @@ def folder_items(
     rows = _read_caption_table(Path(captions).expanduser())
     if not rows:
         raise InputFileError(f"no rows in caption file {captions}")
-    columns = list(rows[0].keys())
+    columns = [c for c in rows[0].keys() if c is not None]  # None: the fields past the header's end
     video_column = video_column or next((c for c in VIDEO_COLUMNS if c in columns), None)
     caption_column = caption_column or next((c for c in CAPTION_COLUMNS if c in columns and c != video_column), None)
-    if video_column not in columns or caption_column not in columns:
+    if video_column is None or caption_column is None or video_column not in columns or caption_column not in columns:
         raise InputFileError(
             f"caption file {captions} needs a video column ({'/'.join(VIDEO_COLUMNS)}) and a caption column "
-            f"({'/'.join(CAPTION_COLUMNS)}); it has {', '.join(columns)} (see --video-column/--caption-column)"
+            f"({'/'.join(CAPTION_COLUMNS)}); it has {', '.join(map(str, columns)) or 'no named columns'} "
+            "(see --video-column/--caption-column)"
         )
     by_stem: dict[str, Path] = {}
     for path in _list_videos(root):
@@ -230,7 +265,9 @@ def transcode(item: VideoItem, options: ConvertOptions) -> tuple[bytes, dict[str
     import av
 
     from lumiere.data.codec import encode_h264
-    from lumiere.data.decoders import classify_undecodable
+    from lumiere.data.decoders import classify_undecodable, quiet_native_logging
+
+    quiet_native_logging("pyav")  # once per process: a broken file is reported as skipped, not logged
 
     if not item.caption:
         raise SkipVideo("missing_caption", "empty caption")
@@ -343,6 +380,7 @@ def convert_items(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
+    _check_output_location(out_dir)
     config = {
         "converter": "lumiere.data.convert",
         "source": source,
@@ -352,27 +390,34 @@ def convert_items(
         "shard_max_bytes": int(shard_max_bytes),
         "shard_max_count": int(shard_max_count),
     }
-    existing = prepare_output_dir(out_dir, config, ["."], overwrite=overwrite)
-    if existing is not None:
-        report_path = out_dir / REPORT_NAME
-        return json.loads(report_path.read_text()) if report_path.is_file() else existing
-    write_manifest(out_dir, {"config": config, "complete": False})
+    try:
+        existing = prepare_output_dir(out_dir, config, ["."], overwrite=overwrite)
+        if existing is not None:
+            report_path = out_dir / REPORT_NAME
+            return json.loads(report_path.read_text()) if report_path.is_file() else existing
+        write_manifest(out_dir, {"config": config, "complete": False})
+    except OSError as error:
+        raise InputFileError(f"cannot write into the output folder {out_dir}: {error.strerror or error}") from None
 
     skipped: list[dict[str, str]] = []
     jobs: Iterable = ((item, options) for item in items)
-    with ShardSink(out_dir, prefix=prefix, max_bytes=shard_max_bytes, max_count=shard_max_count) as sink:
-        # spawn: forking a caller that runs threads (torch, Lightning) can deadlock the children
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
-        try:
-            results: Iterator = executor.map(_transcode_or_skip, jobs, chunksize=4) if executor else map(_transcode_or_skip, jobs)
-            for item, video, meta in tqdm(results, total=len(items), desc="converting", unit="video", disable=not progress):
-                if video is None:
-                    skipped.append({"path": item.path, **meta})
-                    continue
-                sink.write({"__key__": item.key, "mp4": video, "txt": item.caption, "json": json.dumps(meta).encode("utf-8")})
-        finally:
-            if executor is not None:
-                executor.shutdown()
+    try:
+        with ShardSink(out_dir, prefix=prefix, max_bytes=shard_max_bytes, max_count=shard_max_count) as sink:
+            # spawn: forking a caller that runs threads (torch, Lightning) can deadlock the children
+            executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+            try:
+                results: Iterator = executor.map(_transcode_or_skip, jobs, chunksize=4) if executor else map(_transcode_or_skip, jobs)
+                for item, video, meta in tqdm(results, total=len(items), desc="converting", unit="video", disable=not progress):
+                    if video is None:
+                        skipped.append({"path": item.path, **meta})
+                        continue
+                    sink.write({"__key__": item.key, "mp4": video, "txt": item.caption, "json": json.dumps(meta).encode("utf-8")})
+            finally:
+                if executor is not None:
+                    executor.shutdown()
+    except OSError as error:  # a full disk, a folder removed underneath
+        raise InputFileError(f"writing shards into {out_dir} failed: {error.strerror or error}; the folder holds an "
+                             "unfinished dataset (manifest complete: false): convert again") from None
     summary = sink.summary(root=out_dir)
     reasons = Counter(entry["reason"] for entry in skipped)
     report = {
@@ -384,9 +429,33 @@ def convert_items(
         "shards": summary["shards"],
         "options": asdict(options),
     }
-    (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2))
+    _write_text_atomic(out_dir / REPORT_NAME, json.dumps(report, indent=2))
     write_manifest(out_dir, {"config": config, "complete": True, "splits": {"all": summary}})
     return report
+
+
+def _check_output_location(out_dir: Path) -> None:
+    """Refuse an output folder that cannot be created: a file on its path, or a read-only parent."""
+    if out_dir.exists():
+        return  # prepare_output_dir judges an existing path
+    ancestor = out_dir.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"output folder {out_dir} cannot be created: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputFileError(f"output folder {out_dir} cannot be created: {ancestor} is not writable")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename it: no half-written file."""
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise InputFileError(f"could not write {path}: {error.strerror or error}") from None
 
 
 def convert_ucf101(root: str | Path, out_dir: str | Path, *, split_file: str | Path | None = None, template: str = UCF101_TEMPLATE, **kwargs) -> dict[str, Any]:
@@ -397,7 +466,8 @@ def convert_ucf101(root: str | Path, out_dir: str | Path, *, split_file: str | P
     return convert_items(items, out_dir, options, source=source, **kwargs)
 
 
-def convert_videos(videos: str | Path, captions: str | Path, out_dir: str | Path, *, video_column: str | None = None, caption_column: str | None = None, **kwargs) -> dict[str, Any]:
+def convert_videos(videos: str | Path, captions: str | Path, out_dir: str | Path, *, video_column: str | None = None,
+                   caption_column: str | None = None, **kwargs) -> dict[str, Any]:
     """Convert a folder of videos described by a caption CSV/JSON (see :func:`folder_items`)."""
     options = kwargs.pop("options", ConvertOptions())
     items = folder_items(videos, captions, video_column=video_column, caption_column=caption_column)

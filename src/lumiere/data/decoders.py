@@ -11,7 +11,13 @@ decode, and :class:`TooFewFramesError` when the video is shorter than the reques
 ``FFmpegError`` never leak out.
 
 decord notes (notes/facts.md Sec. 2): a ``VideoReader`` is created per sample, inside the
-DataLoader worker (never before the fork), with ``num_threads=1``. decord 0.6 also fails on some
+DataLoader worker (never before the fork), with ``num_threads=1``. The decoders' native logging is
+silenced once per process when the first reader of a backend is created
+(:func:`quiet_native_logging`): FFmpeg's messages (decord's own copy of FFmpeg, and PyAV's) and
+decord's "ERROR opening: <name>" line, which for in-memory bytes prints the bytes themselves (a
+text file stored as a video printed hundreds of lines). A bad sample is reported by the loader's
+skip counts instead. Bytes without a recognised container signature are never handed to decord:
+PyAV reads whatever FFmpeg knows and fails cleanly otherwise. decord 0.6 also fails on some
 valid H.264 clips whose width is not a multiple of its row alignment (16, 24 and 48 pixels wide
 raise a size-mismatch ``DECORDError``); the decord backend therefore retries such a clip with
 PyAV before declaring it bad.
@@ -20,8 +26,13 @@ PyAV before declaring it bad.
 from __future__ import annotations
 
 import io
+import os
 import struct
-from typing import Any, Callable, Sequence
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -181,7 +192,72 @@ def _resolve_stride(frame_stride: int | None, target_fps: float | None, source_f
 # ----------------------------------------------------------------------------------------------
 
 
-_DECORD_QUIET = False
+_QUIETED: set[str] = set()  # backends whose native logging this process has silenced
+
+
+def quiet_native_logging(backend: str) -> None:
+    """Silence a backend's native (FFmpeg) logging, once per process (the state is inherited by
+    forked DataLoader workers; spawned ones call this again with their first reader).
+
+    decord: ``decord.logging.set_level(QUIET)`` (its bundled FFmpeg's ``av_log`` level). PyAV
+    ignores FFmpeg's log by default (``av.logging`` level None); setting None again re-installs
+    that callback in case something restored FFmpeg's printer. A level a user chose (e.g.
+    ``av.logging.set_level(av.logging.VERBOSE)`` while debugging) is kept: it logs through Python's
+    ``logging``, not onto the terminal byte by byte.
+    """
+    if backend in _QUIETED:
+        return
+    if backend == "decord":
+        import decord  # lazy: importing decord in the parent before workers fork is asking for trouble
+
+        decord.logging.set_level(decord.logging.QUIET)
+    elif backend == "pyav":
+        import av.logging
+
+        if av.logging.get_level() is None:
+            av.logging.set_level(None)
+    _QUIETED.add(backend)
+
+
+_STDERR_LOCK = threading.Lock()
+_STDERR_HOLDERS = 0
+_STDERR_SAVED: int | None = None
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null while native code runs that logs past every level
+    setting (decord's dmlc ``LOG`` lines). Python's ``sys.stderr`` is flushed first; nested or
+    concurrent uses share one redirection, restored when the last one leaves. Only the opening of
+    a reader (milliseconds) is covered: what another thread of the process writes to stderr in
+    that window is lost, which in a DataLoader worker (one decoding thread) is nothing."""
+    global _STDERR_HOLDERS, _STDERR_SAVED
+    with _STDERR_LOCK:
+        if _STDERR_HOLDERS == 0:
+            try:
+                sys.stderr.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+            try:
+                saved = os.dup(2)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, 2)
+                finally:
+                    os.close(devnull)
+                _STDERR_SAVED = saved
+            except OSError:  # no fd 2 (a daemon): nothing to silence
+                _STDERR_SAVED = None
+        _STDERR_HOLDERS += 1
+    try:
+        yield
+    finally:
+        with _STDERR_LOCK:
+            _STDERR_HOLDERS -= 1
+            if _STDERR_HOLDERS == 0 and _STDERR_SAVED is not None:
+                os.dup2(_STDERR_SAVED, 2)
+                os.close(_STDERR_SAVED)
+                _STDERR_SAVED = None
 
 
 class _DecordReader:
@@ -192,13 +268,13 @@ class _DecordReader:
     def __init__(self, data: bytes):
         import decord  # lazy: importing decord in the parent before workers fork is asking for trouble
 
-        global _DECORD_QUIET
-        if not _DECORD_QUIET:  # FFmpeg's own messages for broken files; our errors say enough
-            decord.logging.set_level(decord.logging.QUIET)
-            _DECORD_QUIET = True
-        self._reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
-        self.num_frames = len(self._reader)
-        self.fps = float(self._reader.get_avg_fps())
+        quiet_native_logging("decord")
+        # decord logs a failed open as "ERROR opening: <name>, <reason>" whatever the level, and
+        # for bytes the name is the data itself
+        with _native_stderr_silenced():
+            self._reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
+            self.num_frames = len(self._reader)
+            self.fps = float(self._reader.get_avg_fps())
 
     def get(self, indices: Sequence[int]) -> np.ndarray:
         return self._reader.get_batch(list(indices)).asnumpy()
@@ -212,10 +288,14 @@ class _PyAVReader:
     def __init__(self, data: bytes):
         import av
 
+        quiet_native_logging("pyav")
         self._data = data
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
-                raise VideoDecodeError("no video stream in the file", reason="not_video")
+                # streams but none of them video (audio only): not a video; no streams at all: a
+                # damaged container (an mp4 cut before its moov box is "truncated")
+                reason = "not_video" if len(container.streams) else classify_undecodable(data)
+                raise VideoDecodeError(f"no video stream in the file ({reason})", reason=reason)
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = float(rate) if rate else 0.0
@@ -282,8 +362,17 @@ def _read(reader, data: bytes, indices: Sequence[int]) -> np.ndarray:
     return frames
 
 
+def _first_backend(data: bytes, backend: str) -> str:
+    """PyAV instead of decord for bytes without a container signature decord could open: decord
+    would print them while failing; PyAV reads any format FFmpeg knows, or fails cleanly."""
+    if backend == "decord" and data and sniff_container(data) is None:
+        return "pyav"
+    return backend
+
+
 def _with_fallback(data: bytes, backend: str, work):
     """Run ``work(reader)``; a decord failure on bytes that PyAV can read falls back to PyAV."""
+    backend = _first_backend(data, backend)
     try:
         return work(_open(data, backend)), backend
     except TooFewFramesError:
@@ -306,6 +395,7 @@ def _with_fallback(data: bytes, backend: str, work):
 
 def probe_video(video_bytes: bytes, *, backend: str = "decord") -> dict[str, Any]:
     """Frame count and frame rate of a video (opens it, decodes nothing)."""
+    backend = _first_backend(video_bytes, backend)
     reader = _open(video_bytes, backend)
     return {"num_frames": reader.num_frames, "fps": reader.fps, "backend": backend}
 

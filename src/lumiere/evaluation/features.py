@@ -14,10 +14,9 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -31,10 +30,14 @@ FVD_FRAMES = 16  # the published FVD (and the C3D of the IS) read the first 16 f
 
 
 def load_i3d(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """The Kinetics-400 I3D (converted on first use when ``weights`` is None)."""
+    """The Kinetics-400 I3D (converted on first use when ``weights`` is None).
+
+    A missing path, a directory, a file that is not safetensors or tensors that do not fit the
+    network are a one-line :class:`InputFileError` (``I3D.from_pretrained``), raised before
+    anything long starts; an empty string counts as None (a config's ``weights: ''``)."""
     from lumiere.metrics import I3D
 
-    return I3D.from_pretrained(weights, map_location=device)
+    return I3D.from_pretrained(weights or None, map_location=device)
 
 
 def i3d_fvd_metric(i3d: nn.Module, ddof: int = 1, real_statistics: str | os.PathLike | None = None) -> FrechetVideoDistance:
@@ -122,10 +125,9 @@ def ensure_clip_statistics(
 
 def fvd_between_statistics(reference: Path, statistics: Path) -> dict:
     """FVD between two saved Gaussians of the same variant, as ``FrechetVideoDistance.result()``."""
-    loaded = []
-    for path in (reference, statistics):
-        with np.load(path, allow_pickle=False) as data:
-            loaded.append((data["mu"], data["sigma"], int(data["n"]), str(data["variant"]), int(data["ddof"])))
+    from lumiere.metrics.fvd import read_fvd_statistics
+
+    loaded = [read_fvd_statistics(path) for path in (reference, statistics)]
     (mu_real, sigma_real, n_real, variant, ddof), (mu_row, sigma_row, n_row, row_variant, _) = loaded
     if variant != row_variant:
         raise InputFileError(f"{statistics} was computed with variant '{row_variant}', the reference {reference} with '{variant}'")

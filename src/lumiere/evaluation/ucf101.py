@@ -6,8 +6,9 @@ PYoCo prompt set is not public: templates or a user prompt file), I3D embeddings
 probabilities of the same videos for the IS. This module wires the pieces of
 ``lumiere.evaluation.ucf101_protocol`` together:
 
-1. inputs are checked before anything long starts: the C3D files (user-supplied), and the
-   UCF101 folder unless its real statistics are already cached;
+1. inputs are checked before anything long starts: the C3D files (user-supplied; not needed
+   with ``is_splits=0``, which computes the FVD alone), the I3D weights, and the UCF101 folder
+   unless its real statistics are already cached;
 2. the real I3D statistics are computed once and cached as npz;
 3. the videos are generated in batches into ``generated_dir`` with a ledger, so a crashed or
    preempted run generates only the missing ones when started again (same ``run_name``);
@@ -77,15 +78,18 @@ class UCF101Settings:
     c3d_mean: str | None = None           # mean2.npz (TGANv2 release)
     i3d_weights: str | None = None        # null: the default converted file
     fvd_ddof: int = 1
-    is_splits: int = 1                    # TGANv2: 1 split; StyleGAN-V: 10
+    is_splits: int = 1                    # TGANv2: 1 split; StyleGAN-V: 10; 0: no IS (FVD only, no C3D files)
     feature_batch_size: int = 8
     show_paper_rows: bool = True
     sampling: dict = field(default_factory=dict)  # num_inference_steps, guidance_scale, scheduler
 
 
 def load_c3d_inception_score(weights: str | None, mean: str | None, splits: int) -> VideoInceptionScore:
-    """The video IS with TGANv2's C3D; a clear ``InputFileError`` when a file is missing."""
-    return VideoInceptionScore(c3d_weights=weights, c3d_mean=mean, splits=splits)
+    """The video IS with TGANv2's C3D; a clear ``InputFileError`` when a file is missing or bad."""
+    try:
+        return VideoInceptionScore(c3d_weights=weights, c3d_mean=mean, splits=splits)
+    except InputFileError as error:
+        raise InputFileError(f"{error} (or set evaluation.is_splits=0 for the FVD alone)") from None
 
 
 def real_statistics_path(settings: UCF101Settings, variant: str) -> Path:
@@ -123,11 +127,12 @@ def evaluate_ucf101(
         raise ConfigError("the UCF101 protocol samples from a base model: set ckpt_path=PATH")
     if settings.num_videos < 2:
         raise ConfigError(f"evaluation.num_videos must be at least 2, got {settings.num_videos}")
-    if not 1 <= settings.is_splits <= settings.num_videos:
-        raise ConfigError(f"evaluation.is_splits must be between 1 and num_videos, got {settings.is_splits}")
+    if not 0 <= settings.is_splits <= settings.num_videos:
+        raise ConfigError(f"evaluation.is_splits must be between 1 and num_videos (0: no IS), got {settings.is_splits}")
+    with_is = settings.is_splits > 0
 
-    # 1. Inputs that can be missing, before anything long runs.
-    inception = load_c3d_inception_score(settings.c3d_weights, settings.c3d_mean, settings.is_splits)
+    # 1. Inputs that can be missing, before anything long runs (the C3D only when the IS is wanted).
+    inception = load_c3d_inception_score(settings.c3d_weights, settings.c3d_mean, settings.is_splits) if with_is else None
     i3d = features.load_i3d(settings.i3d_weights, device=device)
     variant = features.i3d_fvd_metric(i3d, settings.fvd_ddof).variant
     statistics = real_statistics_path(settings, variant)
@@ -166,20 +171,23 @@ def evaluate_ucf101(
     # 4. FVD (I3D) and IS (C3D) over the generated videos.
     fvd = features.i3d_fvd_metric(i3d, settings.fvd_ddof, real_statistics=statistics)
     throughput = features.Throughput()
-    bar = tqdm(total=len(paths), desc="UCF101 scores (I3D + C3D)", unit="clip", disable=not progress)
+    bar = tqdm(total=len(paths), desc="UCF101 scores (I3D + C3D)" if with_is else "UCF101 FVD (I3D)", unit="clip",
+               disable=not progress)
     for videos in iter_video_batches(paths, batch_size=settings.feature_batch_size, num_frames=features.FVD_FRAMES):
         tic_features = time.perf_counter()
         fvd.update(videos, real=False)
-        inception.update(videos)
+        if inception is not None:
+            inception.update(videos)
         throughput.add(videos.shape[0], time.perf_counter() - tic_features)
         bar.update(videos.shape[0])
     bar.close()
     result = fvd.result()
-    is_mean, is_std = (float(v) for v in inception.compute())
+    is_mean, is_std = (float(v) for v in inception.compute()) if inception is not None else (None, None)
 
     row = {"row": "model", "method": f"this model ({generator.name})", "fvd": result["fvd"], "is": is_mean,
            "is_std": is_std, "num_videos": result["num_fake"], "num_real": result["num_real"],
-           "fvd_variant": result["variant"], "is_variant": f"C3D (TGANv2 UCF101), {settings.is_splits} split(s)",
+           "fvd_variant": result["variant"],
+           "is_variant": f"C3D (TGANv2 UCF101), {settings.is_splits} split(s)" if with_is else "not computed (is_splits=0)",
            "source": "measured"}
     rows = [row]
     if settings.show_paper_rows:
@@ -189,14 +197,15 @@ def evaluate_ucf101(
                Column("num_videos", "videos", "d"), Column("source", "source", "")]
     notes = [
         f"FVD variant: {result['variant']}; real statistics: {result['num_real']} UCF101 clips ({statistics}).",
-        f"IS: C3D fine-tuned on UCF101 (TGANv2), first 16 frames, {settings.is_splits} split(s); "
-        f"this model's IS {is_mean:.2f} ± {is_std:.2f}.",
+        (f"IS: C3D fine-tuned on UCF101 (TGANv2), first 16 frames, {settings.is_splits} split(s); "
+         f"this model's IS {is_mean:.2f} ± {is_std:.2f}." if inception is not None
+         else "IS: not computed (evaluation.is_splits=0: FVD only, no C3D files needed)."),
         f"{result['num_fake']} generated videos apportioned over UCF101's class frequencies "
         f"(the paper: {PAPER_NUM_VIDEOS}); prompts: "
         + (f"file {settings.prompt_file}" if settings.prompt_file else f"template '{settings.prompt_template}'")
         + " (the paper's PYoCo prompt set is not public).",
         f"clips: {generator.num_frames} frames at {generator.resolution}x{generator.resolution}, "
-        f"resized to 224 (FVD) and 112 (IS); generated into {generated_dir}.",
+        f"resized to 224 (FVD){' and 112 (IS)' if with_is else ''}; generated into {generated_dir}.",
     ]
     if result["num_fake"] < PAPER_NUM_VIDEOS or settings.real_max_per_class is not None:
         notes.append("not the full protocol (fewer videos or a subset of UCF101): not comparable with the paper's rows.")

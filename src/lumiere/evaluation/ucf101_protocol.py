@@ -23,9 +23,10 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -306,7 +307,7 @@ def generate_videos_resumable(
         videos = generate_fn([item.prompt for item, _ in batch], [item.seed for item, _ in batch])
         if videos.ndim != 5 or videos.shape[0] != len(batch):
             raise ConfigError(f"generate_fn returned shape {tuple(videos.shape)} for {len(batch)} prompts, expected (B, C, T, H, W)")
-        for (item, path), video in zip(batch, videos):
+        for (_, path), video in zip(batch, videos):
             writer(path, video)
         completed.update(item.index for item, _ in batch)
         ledger = {"plan_sha256": digest, "total": len(plan), "completed": sorted(completed)}
@@ -340,6 +341,9 @@ def decode_first_frames(path: str | os.PathLike, num_frames: int | None = 16) ->
     """The first ``num_frames`` RGB frames of a video file as uint8 (T, H, W, 3), decoded with PyAV."""
     import av
 
+    from lumiere.data.decoders import quiet_native_logging
+
+    quiet_native_logging("pyav")  # a damaged clip is one error line, not FFmpeg's log
     frames = []
     try:
         with av.open(str(path)) as container:
@@ -347,8 +351,9 @@ def decode_first_frames(path: str | os.PathLike, num_frames: int | None = 16) ->
                 frames.append(frame.to_ndarray(format="rgb24"))
                 if num_frames and len(frames) == num_frames:
                     break
-    except (av.FFmpegError, OSError) as error:
-        raise InputFileError(f"cannot decode {path}: {error}") from error
+    except (av.FFmpegError, OSError, ValueError, IndexError) as error:  # IndexError/ValueError: no video stream
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputFileError(f"cannot decode {path}: {detail}") from None
     if not frames:
         raise InputFileError(f"{path} holds no video frames")
     return np.stack(frames)
@@ -359,7 +364,9 @@ def find_ucf101_videos(
 ) -> list[tuple[str, Path]]:
     """(class, file) for every video under ``root/<ClassFolder>/`` (folder names matched
     case-insensitively); every class of ``classes`` (default all 101) must be present."""
-    root = Path(root)
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise InputFileError(f"UCF101 folder {root} is a file, not the UCF-101 folder of class folders")
     if not root.is_dir():
         raise InputFileError(f"UCF101 folder not found: {root}")
     classes = ucf101_classes() if classes is None else [canonical_class_name(name) for name in classes]

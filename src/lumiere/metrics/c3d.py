@@ -20,6 +20,8 @@ corners aligned, as Chainer's ``resize_images``), channels go RGB -> BGR, values
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import einops
@@ -107,18 +109,17 @@ class C3D(nn.Module):
         return self.logits(videos).softmax(dim=-1)
 
     @classmethod
-    def from_tgan2_npz(cls, weights: str | os.PathLike | None, mean: str | os.PathLike | None) -> "C3D":
+    def from_tgan2_npz(cls, weights: str | os.PathLike | None, mean: str | os.PathLike | None) -> C3D:
         """Load ``conv3d_deepnetA_ucf.npz`` and ``mean2.npz`` (TGANv2 release); eval mode, frozen."""
         for label, path in (("C3D weights (conv3d_deepnetA_ucf.npz)", weights), ("C3D mean (mean2.npz)", mean)):
-            if path is None or not Path(path).is_file():
+            if path is not None and Path(path).expanduser().is_dir():
+                raise InputFileError(f"{label} path {path} is a directory; give the npz file: {WHERE_TO_GET}")
+            if path is None or not Path(path).expanduser().is_file():
                 raise InputFileError(f"{label} not found at {path}: {WHERE_TO_GET}")
+        weights, mean = Path(weights).expanduser(), Path(mean).expanduser()
         expected = c3d_npz_shapes()
-        with np.load(weights, allow_pickle=False) as data:
-            arrays = _strip_prefix({key: data[key] for key in data.files}, expected)
-        wrong = {k: tuple(arrays[k].shape) for k in expected if k in arrays and tuple(arrays[k].shape) != expected[k]}
-        missing = sorted(set(expected) - set(arrays))
-        if missing or wrong:
-            raise InputFileError(f"{weights} is not the TGANv2 C3D (missing {missing[:4]}, wrong shapes {dict(list(wrong.items())[:3])})")
+        arrays = _strip_prefix(read_npz_arrays(weights, "C3D weights"), expected)
+        check_c3d_arrays(arrays, expected, weights)
         model = cls(mean_clip=load_mean_clip(mean))
         state = {}
         for key, array in arrays.items():
@@ -136,13 +137,74 @@ def _strip_prefix(arrays: dict[str, np.ndarray], expected: dict) -> dict[str, np
     return {"/".join(key.split("/")[-2:]): value for key, value in arrays.items()}
 
 
+def read_npz_arrays(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
+    """Every array of an npz, read with ``allow_pickle=False``; a one-line :class:`InputFileError`
+    for a file that is not an npz, is damaged, or holds an object (pickled) array, which could run
+    code when unpickled and is refused whatever it claims to be."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError:  # numpy's "pickled (object) data" for a pickle or a text file
+        raise InputFileError(f"{what} {path} is not an npz archive of plain arrays (it is a pickle or another "
+                             "kind of file); refused: only npz files are read, never pickles") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise InputFileError(f"{what} {path} is not a readable npz archive: {_first_line(error)}") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise InputFileError(f"{what} {path} is a single .npy array, not an npz archive of named arrays")
+    arrays: dict[str, np.ndarray] = {}
+    with loaded as data:
+        for key in data.files:
+            try:
+                arrays[key] = data[key]
+            except ValueError as error:
+                if "allow_pickle" in str(error) or "Object arrays" in str(error):
+                    raise InputFileError(f"{what} {path}: array '{key}' holds pickled Python objects; refused "
+                                         "(only plain numeric arrays are read, a pickle could run code)") from None
+                raise InputFileError(f"{what} {path}: array '{key}' cannot be read ({_first_line(error)})") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # a damaged member
+                raise InputFileError(f"{what} {path}: array '{key}' cannot be read ({_first_line(error)})") from None
+    return arrays
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_c3d_arrays(arrays: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], source: str | os.PathLike) -> None:
+    """Refuse, naming the array, weights that are not the TGANv2 C3D: missing layers, other shapes,
+    non-numeric or non-finite values, or a layer whose weights are all one value (all-zero weights
+    give every video the uniform distribution and an IS of exactly 1, silently)."""
+    for key, shape in expected.items():
+        if key not in arrays:
+            continue
+        array = arrays[key]
+        if tuple(array.shape) != shape:
+            raise InputFileError(f"{source}: array '{key}' has shape {tuple(array.shape)}, the C3D needs {shape}")
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise InputFileError(f"{source}: array '{key}' has dtype {array.dtype}, not a number type")
+        if not np.isfinite(array).all():
+            raise InputFileError(f"{source}: array '{key}' holds NaN or infinite values")
+        if key.endswith("/W") and array.size > 1 and (array == array.flat[0]).all():
+            raise InputFileError(f"{source}: array '{key}' is constant ({float(array.flat[0]):g} everywhere); "
+                                 f"these are not trained C3D weights: {WHERE_TO_GET}")
+    missing = sorted(set(expected) - set(arrays))
+    if missing:
+        raise InputFileError(f"{source} is not the TGANv2 C3D: missing {missing[:4]}{' ...' if len(missing) > 4 else ''} "
+                             f"(it holds {sorted(arrays)[:4]})")
+
+
 def load_mean_clip(path: str | os.PathLike) -> torch.Tensor:
     """The BGR mean clip of ``mean2.npz`` (key ``mean``, (3, 16, >=120, >=120)) cropped to [8:120, 8:120]."""
-    with np.load(path, allow_pickle=False) as data:
-        key = "mean" if "mean" in data.files else (data.files[0] if len(data.files) == 1 else None)
-        if key is None:
-            raise InputFileError(f"{path} holds no 'mean' array (keys {data.files})")
+    data = read_npz_arrays(path, "C3D mean")
+    key = "mean" if "mean" in data else (next(iter(data)) if len(data) == 1 else None)
+    if key is None:
+        raise InputFileError(f"{path} holds no 'mean' array (keys {sorted(data)[:6]})")
+    try:
         mean = np.asarray(data[key], dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise InputFileError(f"{path}: array '{key}' is not numeric ({error})") from None
+    if not np.isfinite(mean).all():
+        raise InputFileError(f"{path}: array '{key}' holds NaN or infinite values")
     while mean.ndim > 4 and mean.shape[0] == 1:
         mean = mean[0]
     if mean.ndim != 4 or mean.shape[0] != 3 or mean.shape[1] != C3D_NUM_FRAMES or min(mean.shape[2:]) < 120:

@@ -14,8 +14,8 @@ StyleGAN-V and cd-fvd divide by N (``ddof=0``; +0.05% at N=2048, +0.5% at N=64).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +37,28 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     """Square root of a symmetric positive semi-definite matrix; tiny negative eigenvalues -> 0."""
     eigenvalues, eigenvectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
+
+
+def read_fvd_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, int, str, int]:
+    """(mu, sigma, n, variant, ddof) of an npz written by ``save_real_statistics``; a one-line
+    :class:`InputFileError` for a missing, damaged or foreign file (read without pickles)."""
+    from lumiere.metrics.c3d import read_npz_arrays
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"real FVD statistics not found at {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    data = read_npz_arrays(path, "FVD statistics")
+    missing = {"mu", "sigma", "n", "variant"} - set(data)
+    if missing:
+        raise InputFileError(f"{path} lacks {sorted(missing)}: not a file written by save_real_statistics")
+    mu, sigma = data["mu"], data["sigma"]
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]) or not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise InputFileError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not a finite d-dim Gaussian")
+    try:
+        count, variant, ddof = int(data["n"]), str(data["variant"]), int(data.get("ddof", 1))
+    except (TypeError, ValueError) as error:
+        raise InputFileError(f"{path}: n / variant / ddof cannot be read ({error})") from None
+    return mu, sigma, count, variant, ddof
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -193,20 +215,19 @@ class FrechetVideoDistance(Metric):
         if not distributed or torch.distributed.get_rank() == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(path.name + ".partial.npz")
-            np.savez(partial, mu=mu, sigma=sigma, n=np.int64(count), variant=np.array(self.variant), ddof=np.int64(self.ddof))
-            os.replace(partial, path)
+            try:
+                np.savez(partial, mu=mu, sigma=sigma, n=np.int64(count), variant=np.array(self.variant), ddof=np.int64(self.ddof))
+                os.replace(partial, path)
+            except BaseException as error:
+                partial.unlink(missing_ok=True)
+                if isinstance(error, OSError):
+                    raise InputFileError(f"could not write {path}: {error.strerror or error}") from None
+                raise
         return path
 
     def load_real_statistics(self, path: str | os.PathLike) -> None:
         """Use saved reference statistics for the real side (then ``update(real=True)`` is not needed)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputFileError(f"real FVD statistics not found at {path}")
-        with np.load(path, allow_pickle=False) as data:
-            missing = {"mu", "sigma", "n", "variant"} - set(data.files)
-            if missing:
-                raise InputFileError(f"{path} lacks {sorted(missing)}: not a file written by save_real_statistics")
-            mu, sigma, count, variant = data["mu"], data["sigma"], int(data["n"]), str(data["variant"])
+        mu, sigma, count, variant, _ = read_fvd_statistics(path)
         if variant != self.variant:
             raise InputFileError(f"{path} was computed with variant '{variant}', this metric uses '{self.variant}'")
         if mu.shape != (self.feature_dim,) or sigma.shape != (self.feature_dim, self.feature_dim):

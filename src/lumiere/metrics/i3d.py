@@ -177,31 +177,60 @@ class I3D(nn.Module):
         return logits.mean(dim=2)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> "I3D":
+    def from_pretrained(cls, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> I3D:
         """The Kinetics-400 I3D in eval mode with frozen weights.
 
         ``path=None`` uses the default converted file (``$LUMIERE_CACHE/i3d/i3d_kinetics400.safetensors``,
         else ``~/.cache/lumiere/i3d/...``), fetching and converting the weights first if it is missing.
         """
-        from safetensors.torch import load_file
-
         from lumiere.metrics.i3d_weights import ensure_i3d_weights
 
         if path is None:
             weights_path = ensure_i3d_weights()
         else:
-            weights_path = Path(path)
+            weights_path = Path(path).expanduser()
+            if weights_path.is_dir():
+                raise InputFileError(f"I3D weights path {weights_path} is a directory; give the converted .safetensors file")
             if not weights_path.is_file():
                 raise InputFileError(
                     f"I3D weights not found at {weights_path} (create them with `python -m lumiere.metrics.i3d_weights --out {weights_path}`)"
                 )
         model = cls()
-        state = load_file(str(weights_path), device=str(map_location))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise InputFileError(
-                f"{weights_path} is not an InceptionI3d state dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
+        state = read_i3d_safetensors(weights_path, device=str(map_location))
+        check_i3d_state_dict(model, state, weights_path)
+        model.load_state_dict(state, strict=False)
         model.to(map_location).eval().requires_grad_(False)
         return model
+
+
+def read_i3d_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a one-line :class:`InputFileError` for anything else
+    (a pickle or text file named .safetensors, a truncated download, an unreadable file)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputFileError(f"{path} is not a safetensors file of I3D weights ({detail}); "
+                             "convert them with `python -m lumiere.metrics.i3d_weights`") from None
+
+
+def check_i3d_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """Refuse, naming the tensor, a state dict that does not fit ``model``: missing or unexpected
+    names, other shapes, non-finite values, or a convolution whose weights are all one value
+    (zeros from a failed conversion would give every video the same features and an FVD of 0)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise InputFileError(f"{source} is not an InceptionI3d state dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise InputFileError(f"{source}: {name} has shape {tuple(tensor.shape)}, the I3D needs {tuple(expected[name].shape)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputFileError(f"{source}: {name} holds NaN or infinite values")
+        if name.endswith("conv3d.weight") and tensor.numel() > 1 and bool((tensor == tensor.reshape(-1)[0]).all()):
+            raise InputFileError(f"{source}: {name} is constant ({float(tensor.reshape(-1)[0]):g} everywhere); "
+                                 "these are not trained I3D weights")

