@@ -17,10 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from apps_fixtures import FRAMES, SIZE, shared_tiny_chain
-from training_helpers import REPO_ROOT, compose_config
 from lumiere.tasks import apps, run_task
 from lumiere.viz import write_mp4
+
+from apps_fixtures import FRAMES, SIZE, shared_tiny_chain
+from training_helpers import REPO_ROOT, compose_config
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_missing_mode_or_checkpoint_argument(tmp_path, capsys, chain, files):
     expect_error(capsys, ["mode=animate", f"ckpt_path={chain.conditional_ckpt}", "prompt=a cat"], tmp_path,
                  "unknown mode 'animate'")
     expect_error(capsys, ["mode=image_to_video", "prompt=a cat", f"image={files / 'image.png'}"], tmp_path,
-                 "mode=image_to_video needs ckpt_path=...")
+                 "mode=image_to_video needs ckpt_path: set ckpt_path=PATH")
 
 
 def test_missing_checkpoint(tmp_path, capsys, files):
@@ -177,7 +178,15 @@ def test_empty_prompt_file(tmp_path, capsys, chain, files):
 
 def test_a_conditional_mode_on_a_base_checkpoint(tmp_path, capsys, chain, files):
     expect_error(capsys, ["mode=image_to_video", f"ckpt_path={chain.base_ckpt}", "prompt=a cat",
-                          f"image={files / 'image.png'}"], tmp_path, "needs a conditional model checkpoint")
+                          f"image={files / 'image.png'}"], tmp_path,
+                 "is a TextToVideoModule checkpoint; expected a ConditionalVideoModule checkpoint")
+
+
+def test_sdedit_and_stylize_take_the_conditional_checkpoint_too(tmp_path, chain, files):
+    """The conditional model generates from text alone (C = 0, M = 0): SDEdit and stylization accept it."""
+    run_apps(["mode=sdedit", f"ckpt_path={chain.conditional_ckpt}", "prompt=a cat", f"video={files / 'video.mp4'}",
+              "strength=0.5"], tmp_path)
+    assert len(list((tmp_path / "sdedit").glob("00_*.mp4"))) == 1
 
 
 def test_the_entry_point_reports_one_error_line_and_exit_code_2(tmp_path, chain, files):

@@ -8,8 +8,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from data_fixtures import bad_samples, good_sample, write_shard
 from lumiere.data import BadSampleReporter, VideoDataModule
+
+from data_fixtures import bad_samples, good_sample, write_shard
 
 NUM_FRAMES = 12
 EXPECTED = {"truncated": 1, "empty": 1, "not_video": 1, "missing_caption": 1, "too_few_frames": 1}

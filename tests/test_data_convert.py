@@ -7,9 +7,10 @@ import json
 import pytest
 import webdataset as wds
 
-from data_fixtures import write_avi
 from lumiere.data import VideoDataModule
 from lumiere.data.convert import ConvertOptions, convert_ucf101, convert_videos, main, split_camel_case, ucf101_caption
+
+from data_fixtures import write_avi
 
 
 @pytest.fixture(scope="module")

@@ -148,9 +148,10 @@ def test_reference_rows_rank_as_the_vigilance_tests_expect(synthetic_run):
 
 def test_saved_model_clips_are_scored_again_from_videos_dir_with_cached_reference_rows(synthetic_run, workspace,
                                                                                        monkeypatch):
+    from omegaconf import OmegaConf
+
     from lumiere.evaluation import SyntheticSettings, evaluate_synthetic
     from lumiere.evaluation.synthetic_settings import settings_from_dict
-    from omegaconf import OmegaConf
 
     run_dir, _ = synthetic_run
     classifier = next((workspace / "artifacts" / "domain_classifier").glob("*.safetensors"))
@@ -286,9 +287,9 @@ def ucf101_config(workspace, tmp_path, *extra):
 def test_ucf101_resumes_generation_and_caches_real_statistics(workspace, tmp_path, monkeypatch):
     import lumiere.evaluation.ucf101 as ucf101_mode
     from lumiere.errors import ConfigError
-    from lumiere.tasks import evaluate
     from lumiere.evaluation.generated import CheckpointGenerator
     from lumiere.metrics import VideoInceptionScore
+    from lumiere.tasks import evaluate
 
     fake_ucf101(tmp_path / "UCF-101")
     use_stand_in_i3d(monkeypatch)

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from lumiere.errors import ConfigError
-from lumiere.metrics import I3D
-from lumiere.metrics import i3d_weights
+from lumiere.metrics import I3D, i3d_weights
 from lumiere.metrics.i3d import tf_same_padding
 
 

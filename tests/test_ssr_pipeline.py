@@ -58,11 +58,11 @@ def ssr_ckpt(workspace, ssr_t2i_run):
     return workspace / "ssr" / "checkpoints" / "last.ckpt"
 
 
-def generate_config(workspace, base, ssr, out_dir):
+def generate_config(workspace, base, ssr, out_dir, *extra):
     overrides = [f"ckpt_path={base}", f"ssr_ckpt_path={ssr}", f"out_dir={out_dir}",
                  "prompts=[a red circle moving right,a blue square rotating]", "num_frames=8",
                  "num_inference_steps=2", "ssr.num_inference_steps=2", "ssr.window=4",
-                 f"paths.log_dir={workspace / 'logs'}"]
+                 f"paths.log_dir={workspace / 'logs'}", *extra]
     return compose_config("generate", overrides, out_dir)
 
 
@@ -126,7 +126,8 @@ def test_cascade_rejects_a_base_model_whose_frames_are_not_the_ssr_input_size(wo
     from lumiere.models import build_unet, save_unet
     from lumiere.tasks import generate
 
-    # The same tiny STUNet weights over a T2I U-Net whose sample size is 8 px.
+    # The same tiny STUNet weights over a T2I U-Net whose sample size is 8 px (other frozen weights than
+    # it was trained on: allow_frozen_mismatch lets it load, so that the size check is what refuses it).
     save_unet(build_unet("if_stage1_tiny", sample_size=8), workspace / "artifacts" / "t2i_8px" / "unet")
     checkpoint = torch.load(base_ckpt, map_location="cpu", weights_only=True)
     checkpoint["lumiere"]["model_config"]["unet_path"] = str(workspace / "artifacts" / "t2i_8px" / "unet")
@@ -135,5 +136,5 @@ def test_cascade_rejects_a_base_model_whose_frames_are_not_the_ssr_input_size(wo
 
     out_dir = workspace / "mismatch"
     with pytest.raises(ConfigError, match=r"16x16 -> 32x32 frames, but got 8x8"):
-        generate(generate_config(workspace, small_base, ssr_ckpt, out_dir))
+        generate(generate_config(workspace, small_base, ssr_ckpt, out_dir, "allow_frozen_mismatch=true"))
     assert not list(out_dir.glob("base/*/*.mp4")), "the base clips were sampled before the size check"

@@ -1,5 +1,5 @@
-"""Small helpers shared across packages: seeding, device choice, CPU threads, file modes, config
-instantiation."""
+"""Small helpers shared across packages: seeding, device choice, CPU threads, quiet libraries, file
+modes, config instantiation."""
 
 from __future__ import annotations
 
@@ -28,6 +28,22 @@ def set_cpu_threads(num_threads: int | None) -> None:
     if num_threads:
         torch.set_num_threads(num_threads)
         os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers' and transformers' warnings and progress bars for the whole process.
+
+    Loading a U-Net or text encoder otherwise prints library notices (diffusers' "Cannot initialize
+    model with low cpu memory usage because `accelerate` was not found", weight-loading bars)
+    before the task's own output, and above a one-line ``error: ...``. ``run_task`` calls this
+    first, so every entry point's task runs quiet; the libraries' errors still raise.
+    """
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
 
 
 def apply_default_file_mode(path: str | os.PathLike) -> None:

@@ -11,61 +11,38 @@
 The conditional LightningModule is `lumiere.training.conditional.ConditionalVideoModule`; the
 demo's synthetic styles are `lumiere.data.style` and the style fine-tune of the T2I stage is
 `lumiere.training.style_finetune`; the `apps.py` task is `lumiere.tasks.applications`.
-This package's `__init__` imports no Lightning code (the training package imports `masks`).
+This package's `__init__` imports no Lightning code (the training package imports `masks`), and
+imports its attributes on first use (PEP 562): `lumiere.apps.inputs` does not load the samplers.
 """
 
-from lumiere.apps.applications import (
-    cinemagraph,
-    image_to_video,
-    inpaint,
-    outpaint,
-    sdedit_video,
-    stylized,
-    stylized_generation,
-)
-from lumiere.apps.conditioning import (
-    cinemagraph_conditioning,
-    fit_to_model,
-    image_to_video_conditioning,
-    inpainting_conditioning,
-    masked_video,
-    outpainting_conditioning,
-)
-from lumiere.apps.masks import (
-    MASK_KINDS,
-    TrainingMaskSampler,
-    border_keep_mask,
-    box_keep_mask,
-    first_frame_mask,
-    region_from_box,
-    static_region_mask,
-)
-from lumiere.apps.replacement import paste_known_region, replace_known_region
-from lumiere.apps.stylize import interpolate_spatial_weights, load_style_unet_state_dict
+from lumiere._lazy import lazy_exports
 
-__all__ = [
-    "MASK_KINDS",
-    "TrainingMaskSampler",
-    "border_keep_mask",
-    "box_keep_mask",
-    "cinemagraph",
-    "cinemagraph_conditioning",
-    "first_frame_mask",
-    "fit_to_model",
-    "image_to_video",
-    "image_to_video_conditioning",
-    "inpaint",
-    "inpainting_conditioning",
-    "interpolate_spatial_weights",
-    "load_style_unet_state_dict",
-    "masked_video",
-    "outpaint",
-    "outpainting_conditioning",
-    "paste_known_region",
-    "region_from_box",
-    "replace_known_region",
-    "sdedit_video",
-    "static_region_mask",
-    "stylized",
-    "stylized_generation",
-]
+_EXPORTS = {
+    "cinemagraph": "lumiere.apps.applications",
+    "image_to_video": "lumiere.apps.applications",
+    "inpaint": "lumiere.apps.applications",
+    "outpaint": "lumiere.apps.applications",
+    "sdedit_video": "lumiere.apps.applications",
+    "stylized": "lumiere.apps.applications",
+    "stylized_generation": "lumiere.apps.applications",
+    "cinemagraph_conditioning": "lumiere.apps.conditioning",
+    "fit_to_model": "lumiere.apps.conditioning",
+    "image_to_video_conditioning": "lumiere.apps.conditioning",
+    "inpainting_conditioning": "lumiere.apps.conditioning",
+    "masked_video": "lumiere.apps.conditioning",
+    "outpainting_conditioning": "lumiere.apps.conditioning",
+    "MASK_KINDS": "lumiere.apps.masks",
+    "TrainingMaskSampler": "lumiere.apps.masks",
+    "border_keep_mask": "lumiere.apps.masks",
+    "box_keep_mask": "lumiere.apps.masks",
+    "first_frame_mask": "lumiere.apps.masks",
+    "region_from_box": "lumiere.apps.masks",
+    "static_region_mask": "lumiere.apps.masks",
+    "paste_known_region": "lumiere.apps.replacement",
+    "replace_known_region": "lumiere.apps.replacement",
+    "interpolate_spatial_weights": "lumiere.apps.stylize",
+    "load_style_unet_state_dict": "lumiere.apps.stylize",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

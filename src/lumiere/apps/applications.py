@@ -14,8 +14,8 @@ needs nothing from `lumiere.training`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor

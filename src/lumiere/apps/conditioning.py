@@ -17,7 +17,7 @@ Images are (B, 3, H, W) or one-frame videos (B, 3, 1, H, W); region maps are (H,
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -35,13 +35,15 @@ INPAINT_PROMPT = "a yellow star bouncing on a plain background"
 
 def run_gallery(conditional_ckpt: str, base_ckpt: str, style_dir: str | None, out_dir: str, *,
                 num_frames: int = 16, num_inference_steps: int = 25, seed: int = 0, alpha: float = 0.7,
-                strength: float = 0.6, fps: float = 8) -> dict[str, str]:
+                strength: float = 0.6, fps: float = 8, allow_frozen_mismatch: bool = False) -> dict[str, str]:
     """Run image-to-video, inpainting, outpainting, a cinemagraph, SDEdit and stylization; return their folders."""
     from lumiere.training import load_module_from_checkpoint
     from lumiere.training.callbacks import write_video_set
 
-    conditional = load_module_from_checkpoint(conditional_ckpt)
-    base = load_module_from_checkpoint(base_ckpt)
+    conditional = load_module_from_checkpoint(conditional_ckpt, expected="ConditionalVideoModule",
+                                              allow_frozen_mismatch=allow_frozen_mismatch)
+    base = load_module_from_checkpoint(base_ckpt, expected=("TextToVideoModule", "ConditionalVideoModule"),
+                                       allow_frozen_mismatch=allow_frozen_mismatch)
     conditional.check_num_frames(num_frames)
     size = conditional.sample_size
     clips, captions = synthetic_clips(1, num_frames=num_frames, size=size, seed=12345)
@@ -80,11 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=0.7)
     parser.add_argument("--strength", type=float, default=0.6)
+    parser.add_argument("--allow-frozen-mismatch", action="store_true",
+                        help="load checkpoints whose frozen U-Net / text encoder weights changed since training")
     args = parser.parse_args(argv)
+    from lumiere.utils import quiet_libraries
+
+    quiet_libraries()  # no library notices above a one-line error
     try:
         folders = run_gallery(args.conditional_ckpt, args.base_ckpt, args.style_dir, args.out,
                               num_frames=args.frames, num_inference_steps=args.steps, seed=args.seed,
-                              alpha=args.alpha, strength=args.strength)
+                              alpha=args.alpha, strength=args.strength,
+                              allow_frozen_mismatch=args.allow_frozen_mismatch)
     except LumiereError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,9 @@ length differs from its video, a mask that is not binary.
 User masks mark the region to *generate* (white = inpaint / animate), the usual convention of
 inpainting tools; the model's M is the complement (M = 1 on kept pixels, `lumiere.apps.masks`).
 
+Outpainting: `pad` is four non-negative pixel counts, and the padded square canvas is bounded
+(`check_canvas`: at most 8x the video's longer side, at most 2^30 pixels over the clip).
+
 Binary check: a png mask must hold only black and white (0 and 255, after conversion to grey).
 An mp4 mask has passed through lossy H.264, which blurs edges and adds small errors, so it is
 accepted when at least 99% of its pixels lie within 0.2 of 0 or 1, and then thresholded at 0.5.
@@ -15,8 +18,9 @@ accepted when at least 99% of its pixels lie within 0.2 of 0 or 1, and then thre
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -26,6 +30,10 @@ from lumiere.errors import ConfigError, InputFileError
 from lumiere.viz import read_image, read_video
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
+# Outpainting canvas bounds: the square canvas side is at most 8x the video's longer side, and the
+# canvas holds at most 2^30 pixels over all frames (a 12 GiB float canvas).
+MAX_CANVAS_FACTOR = 8
+MAX_CANVAS_PIXELS = 2**30
 LOSSY_TOLERANCE = 0.2
 LOSSY_MIN_CLEAN_FRACTION = 0.99
 
@@ -93,12 +101,33 @@ def keep_mask_from_region(region: Tensor) -> Tensor:
     return (1.0 - region)[None, None]
 
 
+def _is_whole(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and int(value) == value
+
+
 def check_pad(pad: Sequence[int]) -> list[int]:
     """Outpainting padding: one count for every side, or (top, bottom, left, right)."""
-    values = [pad] if isinstance(pad, (int, float)) else list(pad)
+    values = [pad] if isinstance(pad, (int, float, str)) else list(pad)
     if len(values) == 1:
         values = values * 4
-    if len(values) != 4 or any(int(v) != v or v < 0 for v in values) or sum(values) == 0:
+    if len(values) != 4 or not all(_is_whole(v) and v >= 0 for v in values) or sum(values) == 0:
         raise ConfigError(f"pad must be one or four non-negative integers (top, bottom, left, right), not all 0; "
                           f"got {list(values)}")
     return [int(v) for v in values]
+
+
+def check_canvas(frames: int, height: int, width: int, pad: Sequence[int]) -> int:
+    """The side of the square outpainting canvas of a (frames, height, width) video padded by `pad`; a
+    ConfigError if it exceeds MAX_CANVAS_FACTOR x the video's longer side (the video would shrink to a
+    few pixels of the model's frame) or MAX_CANVAS_PIXELS frame pixels over the clip (memory)."""
+    top, bottom, left, right = pad
+    side = max(height + top + bottom, width + left + right)
+    limit = MAX_CANVAS_FACTOR * max(height, width)
+    if side > limit:
+        raise ConfigError(f"pad {list(pad)} makes a {side} px canvas for a {width}x{height} video; outpainting allows "
+                          f"at most {MAX_CANVAS_FACTOR}x the video's longer side ({limit} px)")
+    if frames * side * side > MAX_CANVAS_PIXELS:
+        raise ConfigError(f"pad {list(pad)} makes a canvas of {frames} frames of {side}x{side} px, over the "
+                          f"{MAX_CANVAS_PIXELS:,} pixel budget of outpainting; downscale or shorten the video")
+    return side

@@ -24,7 +24,7 @@ fine-tuned model keeps plain text-to-video generation) for the fine-tuning of Se
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -38,8 +38,9 @@ MASK_KINDS = ("image_to_video", "inpaint_box", "outpaint", "cinemagraph", "none"
 # ---------------------------------------------------------------------------- validation
 def check_box(box: Box, height: int, width: int) -> tuple[int, int, int, int]:
     """Return the box as ints, or raise ConfigError if it is not a non-empty box inside the frame."""
-    if len(box) != 4:
-        raise ConfigError(f"a box is (x0, y0, x1, y1), got {list(box)}")
+    if len(box) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+                                for v in box):
+        raise ConfigError(f"a box is four whole pixel coordinates (x0, y0, x1, y1), got {list(box)}")
     x0, y0, x1, y1 = (int(v) for v in box)
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         raise ConfigError(f"box {(x0, y0, x1, y1)} must satisfy 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}")

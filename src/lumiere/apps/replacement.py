@@ -14,7 +14,7 @@ region on the noised trajectory of C, and the last step returns C there exactly.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor

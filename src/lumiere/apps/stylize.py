@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from safetensors.torch import load_file
@@ -32,7 +32,12 @@ DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 def check_alpha(alpha: float) -> float:
     """Alpha must be a number in [0, 1] (0: original weights, 1: the style weights)."""
-    alpha = float(alpha)
+    try:
+        if isinstance(alpha, bool):
+            raise TypeError
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise ConfigError(f"style alpha must be a number in [0, 1] (the paper uses 0.5-1), got {alpha!r}") from None
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"style alpha must lie in [0, 1] (the paper uses 0.5-1), got {alpha}")
     return alpha

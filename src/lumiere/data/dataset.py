@@ -26,9 +26,10 @@ travel in a final report-only item. :class:`~lumiere.data.loader.VideoDataLoader
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch

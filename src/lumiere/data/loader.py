@@ -23,7 +23,8 @@ import functools
 import logging
 import warnings
 from collections import Counter
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, get_worker_info

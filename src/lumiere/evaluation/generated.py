@@ -14,9 +14,12 @@ folder again gives the same numbers, and an ``.mp4`` next to it for viewing.
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -25,22 +28,60 @@ from lumiere.errors import ConfigError, InputFileError
 from lumiere.evaluation.clips import ClipSet, to_uint8
 
 MANIFEST = "videos.jsonl"
+# The checkpoint stages that sample text-to-video clips (the conditional one from text alone too).
+TEXT_TO_VIDEO_STAGES = ("TextToVideoModule", "ConditionalVideoModule")
+# Options of the loads in CheckpointGenerator that a caller (the evaluate task) sets for a block of
+# code, so that they reach the generators the protocols build without passing through them.
+_LOAD_OPTIONS: ContextVar[dict | None] = ContextVar("lumiere_checkpoint_load_options", default=None)
+
+
+@contextmanager
+def checkpoint_load_options(*, allow_frozen_mismatch: bool = False) -> Iterator[None]:
+    """Within the block, every CheckpointGenerator that is not told otherwise loads its checkpoint
+    with these options (see `lumiere.training.load_module_from_checkpoint`)."""
+    token = _LOAD_OPTIONS.set({"allow_frozen_mismatch": bool(allow_frozen_mismatch)})
+    try:
+        yield
+    finally:
+        _LOAD_OPTIONS.reset(token)
+
+
+def _optional_setting(value, name: str, *, integer: bool, minimum: float, requirement: str):
+    """None, or a number >= minimum (an int if `integer`): 0 never silently means "the checkpoint's"."""
+    if value is None:
+        return None
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and value >= minimum and (not integer or int(value) == value)
+    if not valid:
+        raise ConfigError(f"{name} must be {requirement} (null: the checkpoint's setting), got {value!r}")
+    return int(value) if integer else float(value)
 
 
 class CheckpointGenerator:
-    """Text-to-video sampling from a base (STUNet) stage checkpoint, with the EMA weights.
+    """Text-to-video sampling from a base (STUNet) or conditional stage checkpoint, with the EMA weights.
 
     ``__call__(prompts, seed)`` returns (B, 3, T, H, W) in [-1, 1]; every argument left None
-    falls back to the checkpoint's own sampler settings.
+    falls back to the checkpoint's own sampler settings. A checkpoint of another stage is refused
+    before anything is built; so is one trained on other frozen weights, unless
+    ``allow_frozen_mismatch`` (None: the enclosing ``checkpoint_load_options``, else False).
     """
 
     def __init__(self, ckpt_path: str, device: torch.device, num_frames: int | None = None,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                 scheduler: str | None = None):
+                 scheduler: str | None = None, allow_frozen_mismatch: bool | None = None):
         from lumiere.training import load_module_from_checkpoint
 
+        num_frames = _optional_setting(num_frames, "evaluation.num_frames", integer=True, minimum=1,
+                                       requirement="a whole number >= 1")
+        num_inference_steps = _optional_setting(num_inference_steps, "evaluation.sampling.num_inference_steps",
+                                                integer=True, minimum=1, requirement="a whole number >= 1")
+        guidance_scale = _optional_setting(guidance_scale, "evaluation.sampling.guidance_scale", integer=False,
+                                           minimum=0.0, requirement="a number >= 0 (1: no guidance)")
+        if allow_frozen_mismatch is None:
+            allow_frozen_mismatch = (_LOAD_OPTIONS.get() or {}).get("allow_frozen_mismatch", False)
         self.ckpt_path = str(ckpt_path)
-        self.module = load_module_from_checkpoint(self.ckpt_path, use_ema=True).to(device)
+        self.module = load_module_from_checkpoint(self.ckpt_path, use_ema=True, expected=TEXT_TO_VIDEO_STAGES,
+                                                  allow_frozen_mismatch=bool(allow_frozen_mismatch)).to(device)
         if not hasattr(self.module, "generate") or not hasattr(self.module, "val_num_frames"):
             raise InputFileError(f"{ckpt_path} is not a text-to-video base checkpoint")
         self.num_frames = int(num_frames or self.module.val_num_frames)

@@ -43,23 +43,33 @@ def run_mode(mode: str, evaluation: dict, out_dir: Path, ckpt_path: str | None, 
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate a base checkpoint (or a folder of generated clips) and write the result table."""
-    import torch
+    """Evaluate a base checkpoint (or a folder of generated clips) and write the result table.
 
+    The checkpoint must be a text-to-video stage (TextToVideoModule, or ConditionalVideoModule);
+    `allow_frozen_mismatch=true` loads one whose frozen U-Net / text encoder weights changed since."""
+    from lumiere.tasks.generation import check_no_missing, flag, pick_device, whole_number
+    from lumiere.utils import seed_everything, set_cpu_threads
+
+    check_no_missing(cfg)
+    set_cpu_threads(whole_number(cfg.get("cpu_threads"), "cpu_threads", null="torch's default"))
+    seed = whole_number(cfg.get("seed", 0), "seed", minimum=0)
+    allow_frozen_mismatch = flag(cfg.get("allow_frozen_mismatch", False), "allow_frozen_mismatch")
+    progress = flag(cfg.get("progress", True), "progress")
+    device = pick_device(cfg.get("device"))
+
+    from lumiere.evaluation.generated import checkpoint_load_options
     from lumiere.tasks.runner import instantiate_collection
-    from lumiere.utils import default_device, seed_everything, set_cpu_threads
 
-    set_cpu_threads(cfg.get("cpu_threads"))
-    seed_everything(int(cfg.get("seed", 0)))
+    seed_everything(seed)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
     mode = evaluation.get("mode")
-    device = torch.device(cfg.device) if cfg.get("device") else default_device()
     loggers = instantiate_collection(cfg.get("logger"))  # created first: a bad logger config fails early
 
-    table, stem = run_mode(mode, evaluation, out_dir, cfg.get("ckpt_path"), cfg.get("videos_dir"), device,
-                           bool(cfg.get("progress", True)))
+    with checkpoint_load_options(allow_frozen_mismatch=allow_frozen_mismatch):
+        table, stem = run_mode(mode, evaluation, out_dir, cfg.get("ckpt_path") or None, cfg.get("videos_dir") or None,
+                               device, progress)
     paths = write_table(table, out_dir, stem)
     print(table.to_markdown())
     print(f"tables written to {paths['markdown']} (+ .csv, .json)")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -22,6 +23,9 @@ def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig) ->
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from lumiere.utils import quiet_libraries
+
+    quiet_libraries()  # no library notices or loading bars above the task's output (or its error line)
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = task(cfg)
