@@ -124,7 +124,7 @@ def test_the_projects_own_model_configs_pass_the_check(tmp_path):
 
 
 ENTRY_POINTS = {
-    "generate.py ckpt_path": lambda ckpt, out: ["generate.py", f"ckpt_path={ckpt}", f"out_dir={out}"],
+    "generate.py ckpt_path": lambda ckpt, out: ["generate.py", f"ckpt_path={ckpt}", f"out_dir={out}", "prompts=[a red circle]"],
     "apps.py ckpt_path": lambda ckpt, out: ["apps.py", "mode=image_to_video", f"ckpt_path={ckpt}", f"out_dir={out}",
                                             "prompt=a red circle", f"image={out.parent / 'frame.png'}"],
     "evaluate.py ckpt_path": lambda ckpt, out: ["evaluate.py", "experiment=demo_eval", f"ckpt_path={ckpt}",

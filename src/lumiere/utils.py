@@ -58,6 +58,41 @@ def apply_default_file_mode(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(stream)`` on a temporary file beside ``path``, fsync it and rename it over ``path``.
+
+    A reader sees the previous file or the new one, never half of one. On any failure the temporary
+    file is removed, the previous ``path`` is left as it was, and an OSError becomes one
+    InputFileError line saying so."""
+    import tempfile
+    from pathlib import Path
+
+    from lumiere.errors import InputFileError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as error:
+        raise InputFileError(f"could not write {path}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        apply_default_file_mode(temporary)  # mkstemp's 0600 -> what open(path, "w") would give
+        os.replace(temporary, path)
+    except BaseException as error:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        if isinstance(error, OSError):
+            kept = "the previous file is intact" if path.exists() else "nothing was written"
+            raise InputFileError(f"could not write {path}: {error.strerror or error}; {kept}") from None
+        raise
+
+
 def instantiate_config(config: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate`, re-raising our own errors as themselves.
 

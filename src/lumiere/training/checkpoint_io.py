@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +22,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from lumiere.errors import ConfigError, InputFileError
+from lumiere.utils import atomic_write
 
 log = logging.getLogger("lumiere")
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it and rename it to ``path``.
-
-    On any failure the temporary file is removed, the previous ``path`` is left as it was, and an
-    InputFileError says so in one line."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        if isinstance(error, OSError):
-            kept = "the previous file is intact" if path.exists() else "nothing was written"
-            raise InputFileError(f"could not write {path}: {error.strerror or error}; {kept}") from None
-        raise
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

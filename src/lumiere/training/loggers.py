@@ -6,7 +6,7 @@ and resuming a finished run leaves no loss curve at all. This logger keeps the e
 Rows at or after the first step the resumed run logs are dropped on its first save: they came
 from training past the checkpoint the run went back to, and the resumed run logs those steps again.
 Each save writes the whole file to a temporary file in its folder and renames it over the old one
-(`lumiere.training.checkpoint_io.atomic_write`): a full disk or a kill mid-write never truncates it.
+(`lumiere.utils.atomic_write`): a full disk or a kill mid-write never truncates it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from lumiere.training.checkpoint_io import atomic_write
+from lumiere.utils import atomic_write
 
 
 def _row_step(row: dict) -> float | None:

@@ -120,7 +120,10 @@ class PreemptionCheckpoint(pl.Callback):
                     self.checkpoint_path)
         # Chain a Python handler that was there before us (submitit logs SIGTERM, for instance);
         # never the default action, which would end the process before the checkpoint.
-        if signum in self.exit_signals and callable(previous):
+        # A stale handler of an earlier fit in this process (a notebook, an in-process sweep) is not chained:
+        # it is no longer armed and would hand the signal to the default action.
+        stale = isinstance(getattr(previous, "__self__", None), PreemptionCheckpoint)
+        if signum in self.exit_signals and callable(previous) and not stale:
             previous(signum, frame)
 
     def _install(self) -> None:
