@@ -129,6 +129,8 @@ ENTRY_POINTS = {
                                             "prompt=a red circle", f"image={out.parent / 'frame.png'}"],
     "evaluate.py ckpt_path": lambda ckpt, out: ["evaluate.py", "experiment=demo_eval", f"ckpt_path={ckpt}",
                                                  f"paths.output_dir={out}"],
+    "train.py model.base_ckpt_path": lambda ckpt, out: ["train.py", "experiment=tiny_conditional", f"model.base_ckpt_path={ckpt}",
+                                                         f"paths.output_dir={out}", "logger=none"],
 }
 
 
