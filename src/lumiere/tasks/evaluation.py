@@ -58,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     device = pick_device(cfg.get("device"))
 
     ckpt_path = cfg.get("ckpt_path") or None
-    if ckpt_path:  # a checkpoint we cannot use is refused before any data or model is read
+    if ckpt_path and Path(ckpt_path).is_file():  # one we cannot use is refused before any data is read
         from lumiere.training.base import checkpoint_stage, read_checkpoint
 
         stage = checkpoint_stage(read_checkpoint(str(ckpt_path)))
