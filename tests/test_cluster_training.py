@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from training_helpers import REPO_ROOT, compose_config, make_tiny_dataset
+from training_helpers import REPO_ROOT, compose_config, make_tiny_t2i_workspace
 
 pytestmark = pytest.mark.slow
 TESTS_DIR = Path(__file__).resolve().parent
@@ -76,15 +76,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """Tiny benchmark + a tiny T2I export (random IF-like U-Net, tiny T5) for the STUNet to inflate."""
-    from lumiere.models import build_tiny_text_encoder, build_unet, save_unet
-
-    root = tmp_path_factory.mktemp("cluster")
-    make_tiny_dataset(root / "data")
-    torch.manual_seed(0)
-    save_unet(build_unet("if_stage1_tiny"), root / "artifacts" / "t2i" / "unet")
-    build_tiny_text_encoder().save_pretrained(root / "artifacts" / "t2i" / "text_encoder")
-    return root
+    return make_tiny_t2i_workspace(tmp_path_factory.mktemp("cluster"))
 
 
 MAX_STEPS = 6

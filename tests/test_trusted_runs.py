@@ -36,22 +36,14 @@ from test_cluster_training import (
 
 from lumiere.errors import ConfigError, InputFileError
 
-from training_helpers import REPO_ROOT, compose_config, make_tiny_dataset
+from training_helpers import REPO_ROOT, compose_config, make_tiny_t2i_workspace
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """The tiny benchmark and a tiny T2I export for the STUNet to inflate (as in test_cluster_training)."""
-    from lumiere.models import build_tiny_text_encoder, build_unet, save_unet
-
-    root = tmp_path_factory.mktemp("trusted")
-    make_tiny_dataset(root / "data")
-    torch.manual_seed(0)
-    save_unet(build_unet("if_stage1_tiny"), root / "artifacts" / "t2i" / "unet")
-    build_tiny_text_encoder().save_pretrained(root / "artifacts" / "t2i" / "text_encoder")
-    return root
+    return make_tiny_t2i_workspace(tmp_path_factory.mktemp("trusted"))
 
 
 class WaitForFile(pl.Callback):

@@ -37,3 +37,16 @@ def make_tiny_dataset(data_dir: Path) -> Path:
 
     generate_synthetic_benchmark(data_dir / "tiny", **TINY_DATA, shard_max_bytes=200_000)
     return data_dir / "tiny"
+
+
+def make_tiny_t2i_workspace(root: Path) -> Path:
+    """The tiny benchmark plus a tiny T2I export (random IF-like U-Net, tiny T5) for a STUNet to inflate."""
+    import torch
+
+    from lumiere.models import build_tiny_text_encoder, build_unet, save_unet
+
+    make_tiny_dataset(root / "data")
+    torch.manual_seed(0)
+    save_unet(build_unet("if_stage1_tiny"), root / "artifacts" / "t2i" / "unet")
+    build_tiny_text_encoder().save_pretrained(root / "artifacts" / "t2i" / "text_encoder")
+    return root
