@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from lumiere.data import BadSampleReporter, VideoDataModule
+from lumiere.errors import InputFileError
 
 from data_fixtures import bad_samples, good_sample, write_shard
 
 NUM_FRAMES = 12
-EXPECTED = {"truncated": 1, "empty": 1, "not_video": 1, "missing_caption": 1, "too_few_frames": 1}
+EXPECTED = {"truncated": 1, "empty": 1, "not_video": 1, "missing_caption": 1, "too_short": 1}
 
 
 @pytest.fixture
@@ -50,11 +51,19 @@ def test_bad_samples_are_skipped_and_counted_per_reason(mixed_shards, no_sleep, 
     assert dm.bad_sample_counts() == EXPECTED
 
 
-def test_a_shard_of_only_bad_samples_yields_no_batch_but_reports(tmp_path, no_sleep):
+@pytest.mark.filterwarnings("ignore:.*split at the sample level")
+def test_a_shard_of_only_bad_samples_is_one_error_with_the_counts(tmp_path, no_sleep):
     write_shard(tmp_path / "bad-000000.tar", list(bad_samples(NUM_FRAMES).values()))
     dm = VideoDataModule(str(tmp_path), num_frames=NUM_FRAMES, batch_size=2, num_workers=2)
-    assert list(dm.train_dataloader()) == []
+    with pytest.raises(InputFileError) as error:
+        list(dm.train_dataloader())
+    message = str(error.value)
+    assert "\n" not in message and "gave no batch" in message
+    assert "4 bad samples (empty=1, not_video=1, truncated=1, missing_caption=1)" in message
+    assert "1 video too short (had 6 frames, a clip needs 12)" in message and "data.short_videos=loop" in message
     assert dm.skipped_counts() == EXPECTED
+    # evaluation loaders do not raise: a rank can legitimately get no validation sample
+    assert list(VideoDataModule(str(tmp_path), str(tmp_path), num_frames=NUM_FRAMES, num_workers=0).val_dataloader()) == []
 
 
 def test_unreadable_shard_is_counted_and_training_data_still_flows(tmp_path, no_sleep):
@@ -93,4 +102,24 @@ def test_reporter_logs_per_reason_metrics_and_prints_one_summary_line(mixed_shar
     assert metrics["data/skipped_total"].item() == 5.0
     assert metrics["data/skipped_missing_hr"].item() == 0.0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("skipped")]
-    assert lines == ["skipped 5 bad samples: empty=1, not_video=1, truncated=1, too_few_frames=1, missing_caption=1"]
+    assert lines == ["skipped 4 bad samples (empty=1, not_video=1, truncated=1, missing_caption=1), "
+                     "1 video too short (had 6 frames, a clip needs 12)"]
+
+
+@pytest.mark.filterwarnings("ignore:.*split at the sample level")
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_decord_prints_nothing_about_bad_samples_in_the_workers(tmp_path, capfd, num_workers):
+    """decord logged a failed open with the sample's raw bytes as its name; only the skip counts
+    may tell about a bad sample."""
+    text = b"".join(b"line %d of a text file stored as a video\n" % i for i in range(300))
+    disguised = {"__key__": "bad_disguised", "mp4": b"\x00\x00\x00\x18ftypisom" + text, "txt": "an mp4 header, then text"}
+    bad = bad_samples(NUM_FRAMES)
+    write_shard(tmp_path / "mixed-000000.tar", [good_sample("good_0", num_frames=16), disguised, bad["truncated"],
+                                                 good_sample("good_1", num_frames=16)])
+    dm = VideoDataModule(str(tmp_path), num_frames=NUM_FRAMES, batch_size=2, num_workers=num_workers, decoder="decord")
+    capfd.readouterr()
+    assert sorted(k for batch in dm.train_dataloader() for k in batch["key"]) == ["good_0", "good_1"]
+    out, err = capfd.readouterr()
+    assert "line 1 of a text file" not in out + err and "ERROR opening" not in err, err[:300]
+    assert err == "", err[:300]
+    assert dm.skipped_counts() == {"truncated": 2}

@@ -52,7 +52,7 @@ def test_ucf101_folder_converts_with_captions_labels_and_a_skip_report(ucf_folde
     # 30 frames at 25 fps last 1.2 s: 19 frames at 16 fps, 32x32 after resize + crop
     assert (meta["num_frames"], meta["fps"], meta["width"], meta["height"]) == (19, 16.0, 32, 32)
     # the data module reads the converted shards as they are
-    dm = VideoDataModule(str(out), num_frames=16, batch_size=4, num_workers=0)
+    dm = VideoDataModule(train_shards=str(out), num_frames=16, batch_size=4, num_workers=0)
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (4, 3, 16, 32, 32) and batch["labels"]["class"][0] in ("ApplyEyeMakeup", "YoYo")
 
@@ -90,4 +90,8 @@ def test_cli_fails_in_one_line_on_a_missing_or_empty_folder(tmp_path, capsys):
 def test_cli_converts_and_prints_the_summary(ucf_folder, tmp_path, capsys):
     assert main(["--ucf101", str(ucf_folder), "--out", str(tmp_path / "o"), "--max-frames", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("converted 4 videos into 1 shards, skipped 1 (corrupt=1); report: ")
+    lines = out.splitlines()
+    assert lines[0] == "converted 4 videos into 1 shards, skipped 1 (corrupt=1)"
+    # 30 frames at 25 fps kept at 25 fps, cut to 4: none holds the default 80-frame clip at 16 fps
+    assert lines[1] == "  long enough for a clip of 80 frames at 16 fps: 0 of 4 converted (shortest: v_ApplyEyeMakeup_g01_c01.avi, 4 frames of the 159 needed)"
+    assert lines[-1] == f"report: {tmp_path / 'o' / 'convert_report.json'}"

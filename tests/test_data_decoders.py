@@ -76,8 +76,8 @@ def test_bad_bytes_raise_video_decode_error_with_a_reason(backend):
         assert caught.value.reason == reason
         assert not isinstance(caught.value, TooFewFramesError)
     with pytest.raises(TooFewFramesError) as caught:
-        decode_clip(cases["too_few_frames"]["mp4"], num_frames=16, backend=backend)
-    assert (caught.value.available, caught.value.required, caught.value.reason) == (8, 16, "too_few_frames")
+        decode_clip(cases["too_short"]["mp4"], num_frames=16, backend=backend)
+    assert (caught.value.available, caught.value.required, caught.value.reason) == (8, 16, "too_short")
     with pytest.raises(TooFewFramesError):  # (num_frames - 1) * stride + 1 = 17 > 16
         decode_clip(encode_h264(moving_bar_frames(16), 16), num_frames=9, frame_stride=2, backend=backend)
 

@@ -26,11 +26,14 @@ _EXPORTS = {
     # codecs and decoding
     "encode_h264": "lumiere.data.codec",
     "decode_clip": "lumiere.data.decoders",
+    "decode_clips": "lumiere.data.decoders",
+    "decode_windows": "lumiere.data.decoders",
+    "clip_windows": "lumiere.data.clip_windows",
     "decode_frames": "lumiere.data.decoders",
     "probe_video": "lumiere.data.decoders",
-    "stride_for_fps": "lumiere.data.decoders",
-    "VideoDecodeError": "lumiere.data.decoders",
-    "TooFewFramesError": "lumiere.data.decoders",
+    "stride_for_fps": "lumiere.data.clip_windows",
+    "VideoDecodeError": "lumiere.data.video_errors",
+    "TooFewFramesError": "lumiere.data.video_errors",
     # shards and conversion
     "expand_shards": "lumiere.data.shards",
     "convert_videos": "lumiere.data.convert",
@@ -42,6 +45,7 @@ _EXPORTS = {
     "SKIP_REASONS": "lumiere.data.dataset",
     "VideoDataLoader": "lumiere.data.loader",
     "collate_examples": "lumiere.data.loader",
+    "describe_skips": "lumiere.data.loader",
     "BadSampleReporter": "lumiere.data.callbacks",
 }
 

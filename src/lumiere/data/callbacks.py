@@ -5,7 +5,10 @@ without stalling (no retry sleeps) and counts them per reason; this callback log
 ``data/skipped_<reason>`` (skip events during the epoch, summed over ranks) and prints one
 summary line at the end of fit::
 
-    skipped 3 bad samples: truncated=1, empty=1, too_few_frames=1
+    skipped 2 bad samples (empty=1, truncated=1), 1 video too short (had 9 frames, a clip needs 16)
+
+Videos too short for a clip are counted apart from bad (undecodable) samples, with the frames
+they had and the frames a clip needs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 
 from lumiere.data.dataset import SKIP_REASONS
-from lumiere.data.loader import SkipTracker, merge_counts
+from lumiere.data.loader import SkipTracker, describe_skips, merge_counts
 
 
 def _trackers(trainer: pl.Trainer, stage: str | None) -> list[SkipTracker]:
@@ -37,12 +40,22 @@ def _trackers(trainer: pl.Trainer, stage: str | None) -> list[SkipTracker]:
     return found
 
 
-def format_skip_summary(counts: dict[str, int]) -> str:
-    total = sum(counts.values())
-    if total == 0:
+def _merged(trackers: list[SkipTracker]) -> SkipTracker:
+    """One tracker holding the widest too-short frame ranges of ``trackers`` (counts not merged)."""
+    merged = SkipTracker()
+    for tracker in trackers:
+        for name in ("short_had", "short_needed"):
+            theirs, ours = getattr(tracker, name), getattr(merged, name)
+            if theirs is not None:
+                setattr(merged, name, theirs if ours is None else (min(ours[0], theirs[0]), max(ours[1], theirs[1])))
+    return merged
+
+
+def format_skip_summary(counts: dict[str, int], tracker: SkipTracker | None = None) -> str:
+    """``skipped 2 bad samples (...), 1 video too short (had ... frames, a clip needs ...)``."""
+    if sum(counts.values()) == 0:
         return "skipped no bad samples"
-    details = ", ".join(f"{reason}={count}" for reason, count in counts.items() if count)
-    return f"skipped {total} bad sample{'s' if total != 1 else ''}: {details}"
+    return f"skipped {describe_skips(counts, tracker)}"
 
 
 class BadSampleReporter(pl.Callback):
@@ -65,10 +78,11 @@ class BadSampleReporter(pl.Callback):
         pl_module.log(f"{self.prefix}total", float(sum(epoch_counts.values())), on_epoch=True, on_step=False, sync_dist=True, reduce_fx="sum")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        local = merge_counts(*(tracker.distinct_counts() for tracker in _trackers(trainer, None)))
+        trackers = _trackers(trainer, None)
+        local = merge_counts(*(tracker.distinct_counts() for tracker in trackers))
         vector = torch.tensor([float(local.get(reason, 0)) for reason in SKIP_REASONS], device=pl_module.device)
         if trainer.world_size > 1:
             vector = trainer.strategy.reduce(vector, reduce_op="sum")
         counts = {reason: int(value) for reason, value in zip(SKIP_REASONS, vector.tolist()) if value}
         if trainer.is_global_zero:
-            print(format_skip_summary(counts), flush=True)
+            print(format_skip_summary(counts, _merged(trackers)), flush=True)

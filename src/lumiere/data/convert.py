@@ -14,8 +14,11 @@ Each video is decoded with PyAV, optionally resized (short side), centre-cropped
 a frame rate (nearest frame in time, so frames repeat or drop when the rates do not divide)
 and cut to ``max_frames``, then re-encoded as H.264 (:func:`~lumiere.data.codec.encode_h264`)
 into WebDataset shards with ``mp4``/``txt``/``json`` entries. Unreadable files are skipped and
-reported (a summary line and ``convert_report.json``). Shards written by video2dataset need no
-conversion: point the data module at them.
+reported, and so are the files it leaves out without reading them: a summary block
+(:mod:`lumiere.data.convert_report`: files no caption row names, videos under ``--min-frames``,
+images named as videos, how many converted videos hold an 80-frame clip) and
+``convert_report.json``. Shards written by video2dataset need no conversion: point the data
+module at them.
 
 CLI::
 
@@ -27,30 +30,36 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import multiprocessing
 import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lumiere.data.convert_inputs import (  # noqa: F401  (re-exported: the converter's public names)
+    CAPTION_COLUMNS,
+    UCF101_TEMPLATE,
+    VIDEO_COLUMNS,
+    VIDEO_EXTENSIONS,
+    VideoItem,
+    folder_items,
+    list_videos,
+    split_camel_case,
+    ucf101_caption,
+    ucf101_items,
+)
+from lumiere.data.convert_report import DEFAULT_CLIP_FPS, DEFAULT_CLIP_FRAMES, LISTED_IN_REPORT, clip_check, format_report, unnamed_videos
 from lumiere.errors import ConfigError, InputFileError, LumiereError
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif")
 REPORT_NAME = "convert_report.json"
-UCF101_TEMPLATE = "a video of a person {}"
-VIDEO_COLUMNS = ("path", "video", "video_path", "video_id", "videoid", "file", "filename", "id")
-CAPTION_COLUMNS = ("caption", "text", "name", "title", "description")
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,12 @@ class ConvertOptions:
     crop: int | None = None  # centre square crop in pixels, after resizing
     fps: float | None = None  # output frame rate (nearest source frame in time)
     max_frames: int | None = None  # keep at most this many frames from the start
-    min_frames: int = 1  # skip videos shorter than this (after resampling)
+    min_frames: int = 2  # skip videos shorter than this (after resampling); at least 2: one frame is an image
     crf: int = 18
+
+    def __post_init__(self) -> None:
+        if self.min_frames >= 1:  # 0 or less is a mistake that validate() names
+            object.__setattr__(self, "min_frames", max(2, int(self.min_frames)))
 
     def validate(self) -> None:
         for name in ("resize", "crop", "max_frames"):
@@ -77,16 +90,6 @@ class ConvertOptions:
             raise ConfigError(f"min_frames must be >= 1, got {self.min_frames}")
 
 
-@dataclass
-class VideoItem:
-    """One input video with its caption and labels."""
-
-    path: str
-    caption: str
-    key: str
-    labels: dict[str, Any] = field(default_factory=dict)
-
-
 class SkipVideo(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
@@ -94,166 +97,13 @@ class SkipVideo(Exception):
 
 
 # ----------------------------------------------------------------------------------------------
-# Captions
-# ----------------------------------------------------------------------------------------------
-
-
-def split_camel_case(name: str) -> str:
-    """``ApplyEyeMakeup`` -> ``apply eye makeup``; ``YoYo`` -> ``yo yo``; ``PlayingDaf`` -> ``playing daf``."""
-    words = re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", name)
-    return " ".join(word.lower() for word in words) if words else name.lower()
-
-
-def ucf101_caption(class_name: str, template: str = UCF101_TEMPLATE) -> str:
-    """Caption of a UCF101 clip from its class folder name."""
-    return template.format(split_camel_case(class_name))
-
-
-def _sanitise_key(text: str) -> str:
-    """WebDataset keys end at the first dot and must not hold slashes."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "video"
-
-
-def _unique_keys(items: list[VideoItem]) -> list[VideoItem]:
-    seen: Counter[str] = Counter()
-    for item in items:
-        base = item.key
-        seen[base] += 1
-        if seen[base] > 1:
-            item.key = f"{base}_{seen[base] - 1}"
-    return items
-
-
-def _list_videos(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-
-
-def _require_folder(path: str | Path, what: str) -> Path:
-    folder = Path(path).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise InputFileError(f"{what} folder {folder} is a file, not a folder")
-    if not folder.is_dir():
-        raise InputFileError(f"{what} folder not found: {folder}")
-    return folder
-
-
-_UTF8_BOM = b"\xef\xbb\xbf"
-
-
-def _read_text(path: Path, what: str) -> str:
-    """A text file decoded as UTF-8 (a leading byte-order mark is dropped); a one-line
-    :class:`InputFileError` naming the byte offset and line of the first byte that is not UTF-8."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise InputFileError(f"cannot read {what} {path}: {error.strerror or error}") from None
-    skip = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
-    try:
-        return data[skip:].decode("utf-8")
-    except UnicodeDecodeError as error:
-        offset = skip + error.start
-        line = data.count(b"\n", 0, offset) + 1
-        raise InputFileError(
-            f"{what} {path} is not UTF-8: byte 0x{data[offset]:02x} at byte offset {offset} (line {line}) "
-            "cannot be decoded; save the file as UTF-8"
-        ) from None
-
-
-def ucf101_items(root: str | Path, *, split_file: str | Path | None = None, template: str = UCF101_TEMPLATE) -> list[VideoItem]:
-    """Items of a UCF101-style folder (one sub-folder per class), optionally one official split."""
-    root = _require_folder(root, "UCF101")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if not classes:
-        raise InputFileError(f"no class folders in {root}")
-    class_index = {name: i for i, name in enumerate(classes)}
-    if split_file is not None:
-        split_path = Path(split_file).expanduser()
-        if split_path.is_dir():
-            raise InputFileError(f"split file {split_path} is a folder; give the list file (e.g. trainlist01.txt)")
-        if not split_path.is_file():
-            raise InputFileError(f"split file not found: {split_path}")
-        relative = [line.split()[0] for line in _read_text(split_path, "split file").splitlines() if line.strip()]
-        paths = [root / rel for rel in relative]  # missing ones are reported as skipped
-    else:
-        paths = _list_videos(root)
-    if not paths:
-        raise InputFileError(f"no videos in {root}")
-    items = []
-    for path in paths:
-        class_name = path.parent.name
-        items.append(
-            VideoItem(
-                path=str(path),
-                caption=ucf101_caption(class_name, template),
-                key=_sanitise_key(path.stem),
-                labels={"class": class_name, "class_index": class_index.get(class_name, -1)},
-            )
-        )
-    return _unique_keys(items)
-
-
-def _read_caption_table(path: Path) -> list[dict[str, Any]]:
-    if path.is_dir():
-        raise InputFileError(f"caption file {path} is a folder; give the CSV or JSON file")
-    if not path.is_file():
-        raise InputFileError(f"caption file not found: {path}")
-    text = _read_text(path, "caption file")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputFileError(f"caption file {path} is not valid json: {error}") from error
-        if isinstance(data, dict):
-            return [{"video": key, "caption": value} for key, value in data.items()]
-        if isinstance(data, list) and all(isinstance(row, dict) for row in data):
-            return data
-        raise InputFileError(f"caption json {path} must be a list of objects or a {{video: caption}} map")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        return list(reader)
-    except csv.Error as error:
-        raise InputFileError(f"caption file {path} is not a valid CSV (line {reader.line_num}): {error}") from None
-
-
-def folder_items(
-    videos: str | Path,
-    captions: str | Path,
-    *,
-    video_column: str | None = None,
-    caption_column: str | None = None,
-) -> list[VideoItem]:
-    """Items of a folder of videos described by a caption CSV/JSON."""
-    root = _require_folder(videos, "videos")
-    rows = _read_caption_table(Path(captions).expanduser())
-    if not rows:
-        raise InputFileError(f"no rows in caption file {captions}")
-    columns = [c for c in rows[0].keys() if c is not None]  # None: the fields past the header's end
-    video_column = video_column or next((c for c in VIDEO_COLUMNS if c in columns), None)
-    caption_column = caption_column or next((c for c in CAPTION_COLUMNS if c in columns and c != video_column), None)
-    if video_column is None or caption_column is None or video_column not in columns or caption_column not in columns:
-        raise InputFileError(
-            f"caption file {captions} needs a video column ({'/'.join(VIDEO_COLUMNS)}) and a caption column "
-            f"({'/'.join(CAPTION_COLUMNS)}); it has {', '.join(map(str, columns)) or 'no named columns'} "
-            "(see --video-column/--caption-column)"
-        )
-    by_stem: dict[str, Path] = {}
-    for path in _list_videos(root):
-        by_stem.setdefault(path.stem, path)
-    if not by_stem:
-        raise InputFileError(f"no videos in {root}")
-    items = []
-    for row in rows:
-        reference = str(row.get(video_column) or "").strip()
-        direct = root / reference
-        path = direct if reference and direct.is_file() else by_stem.get(Path(reference).stem, direct)
-        caption = str(row.get(caption_column) or "").strip()
-        items.append(VideoItem(path=str(path), caption=caption, key=_sanitise_key(Path(reference).stem or reference)))
-    return _unique_keys(items)
-
-
-# ----------------------------------------------------------------------------------------------
 # Transcoding one video
 # ----------------------------------------------------------------------------------------------
+
+
+# Demuxers of still images (FFmpeg's image2 and its *_pipe readers): a PNG renamed .mp4 opens as one.
+def _is_image_container(format_name: str) -> bool:
+    return any(name == "image2" or name.endswith("_pipe") for name in format_name.split(","))
 
 
 def _even(value: float) -> int:
@@ -287,6 +137,8 @@ def transcode(item: VideoItem, options: ConvertOptions) -> tuple[bytes, dict[str
                 # streams but none of them video (audio-only): not a video; no streams: damaged
                 reason = "not_video" if len(container.streams) else classify_undecodable(data)
                 raise SkipVideo(reason, "no video stream")
+            if _is_image_container(container.format.name):
+                raise SkipVideo("image", f"an image ({container.format.name}), not a video")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             rate = stream.average_rate or stream.guessed_rate
@@ -296,7 +148,9 @@ def transcode(item: VideoItem, options: ConvertOptions) -> tuple[bytes, dict[str
             out_fps = options.fps if options.fps is not None else (source_fps or 25.0)
             next_output = 0  # output frame k shows the source frame nearest in time: floor(k * src / out + 1/2)
             size = None
+            source_frames, cut = 0, False
             for source_index, frame in enumerate(container.decode(stream)):
+                source_frames = source_index + 1
                 if size is None:
                     width, height = frame.width, frame.height
                     if options.resize is not None:
@@ -321,12 +175,15 @@ def transcode(item: VideoItem, options: ConvertOptions) -> tuple[bytes, dict[str
                 next_output += repeats
                 if options.max_frames is not None and len(frames) >= options.max_frames:
                     frames = frames[: options.max_frames]
+                    cut = True
                     break
     except SkipVideo:
         raise
     except Exception as error:  # av.FFmpegError and friends
         reason = classify_undecodable(data)
         raise SkipVideo(reason, str(error).splitlines()[0][:160] if str(error) else type(error).__name__) from None
+    if source_frames == 1 and not cut:
+        raise SkipVideo("image", "a single frame: an image, not a video")
     if len(frames) < options.min_frames:
         raise SkipVideo("too_few_frames", f"{len(frames)} frames, need {options.min_frames}")
     clip = np.stack(frames)
@@ -369,9 +226,16 @@ def convert_items(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    unnamed: list[str] | None = None,
+    clip_frames: int = DEFAULT_CLIP_FRAMES,
+    clip_fps: float | None = None,
 ) -> dict[str, Any]:
     """Transcode ``items`` into ``out_dir/<prefix>-000000.tar``, ... and return the report (also
-    written to ``out_dir/convert_report.json``; a ``manifest.json`` records the config)."""
+    written to ``out_dir/convert_report.json``; a ``manifest.json`` records the config).
+
+    ``unnamed``: input files left out because no caption row names them (reported, first few
+    listed). The report's clip check counts the converted videos long enough for a
+    ``clip_frames``-frame clip at ``clip_fps`` (None: the output ``fps``, else 16)."""
     from tqdm.auto import tqdm
 
     from lumiere.data.shards import ShardSink, prepare_output_dir, write_manifest
@@ -379,6 +243,9 @@ def convert_items(
     options.validate()
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if clip_frames < 1 or (clip_fps is not None and clip_fps <= 0):
+        raise ConfigError(f"clip_frames must be >= 1 and clip_fps positive, got {clip_frames}, {clip_fps}")
+    clip_fps = float(clip_fps or options.fps or DEFAULT_CLIP_FPS)
     out_dir = Path(out_dir)
     _check_output_location(out_dir)
     config = {
@@ -400,6 +267,7 @@ def convert_items(
         raise InputFileError(f"cannot write into the output folder {out_dir}: {error.strerror or error}") from None
 
     skipped: list[dict[str, str]] = []
+    converted: list[dict[str, Any]] = []
     jobs: Iterable = ((item, options) for item in items)
     try:
         with ShardSink(out_dir, prefix=prefix, max_bytes=shard_max_bytes, max_count=shard_max_count) as sink:
@@ -412,6 +280,7 @@ def convert_items(
                         skipped.append({"path": item.path, **meta})
                         continue
                     sink.write({"__key__": item.key, "mp4": video, "txt": item.caption, "json": json.dumps(meta).encode("utf-8")})
+                    converted.append(meta)
             finally:
                 if executor is not None:
                     executor.shutdown()
@@ -426,6 +295,8 @@ def convert_items(
         "skipped": len(skipped),
         "skipped_by_reason": dict(reasons),
         "skipped_files": skipped,
+        "unnamed": {"count": len(unnamed or []), "files": list(unnamed or [])[:LISTED_IN_REPORT]},
+        "clip_check": clip_check(converted, clip_frames, clip_fps),
         "shards": summary["shards"],
         "options": asdict(options),
     }
@@ -471,15 +342,10 @@ def convert_videos(videos: str | Path, captions: str | Path, out_dir: str | Path
     """Convert a folder of videos described by a caption CSV/JSON (see :func:`folder_items`)."""
     options = kwargs.pop("options", ConvertOptions())
     items = folder_items(videos, captions, video_column=video_column, caption_column=caption_column)
-    source = f"videos:{Path(videos).expanduser().resolve()} captions:{Path(captions).name}"
-    return convert_items(items, out_dir, options, source=source, **kwargs)
-
-
-def format_report(report: dict[str, Any]) -> str:
-    line = f"converted {report['converted']} videos into {len(report['shards'])} shards, skipped {report['skipped']}"
-    if report["skipped"]:
-        line += " (" + ", ".join(f"{reason}={count}" for reason, count in report["skipped_by_reason"].items()) + ")"
-    return line
+    root = Path(videos).expanduser()
+    unnamed = unnamed_videos(list_videos(root), (item.path for item in items), root)
+    source = f"videos:{root.resolve()} captions:{Path(captions).name}"
+    return convert_items(items, out_dir, options, source=source, unnamed=unnamed, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, help="centre square crop (pixels, even) after resizing")
     parser.add_argument("--fps", type=float, help="resample to this frame rate")
     parser.add_argument("--max-frames", type=int, help="keep at most this many frames")
-    parser.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames")
+    parser.add_argument("--min-frames", type=int, default=2, help="skip videos with fewer frames (at least 2: one frame is an image)")
+    parser.add_argument("--clip-frames", type=int, default=DEFAULT_CLIP_FRAMES,
+                        help="report how many converted videos hold a clip of this many frames (default: the paper's 80)")
+    parser.add_argument("--clip-fps", type=float, help="... at this frame rate (default: --fps, else 16)")
     parser.add_argument("--crf", type=int, default=18)
     parser.add_argument("--prefix", default="shard", help="shard file name prefix")
     parser.add_argument("--shard-max-bytes", type=parse_bytes, default=256 * 2**20)
@@ -517,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        clip_frames=args.clip_frames,
+        clip_fps=args.clip_fps,
     )
     try:
         if args.ucf101:
@@ -528,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     except LumiereError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_report(report) + f"; report: {Path(args.out) / REPORT_NAME}")
+    print(format_report(report) + f"\nreport: {Path(args.out) / REPORT_NAME}")
     return 0 if report["converted"] else 1
 
 

@@ -13,7 +13,12 @@ uint8 videos instead (a quarter of the bytes through shared memory and to the de
 :meth:`VideoDataModule.on_after_batch_transfer` converts them on the device, before the
 LightningModule or any callback sees the batch (``convert_on_device=False`` turns this off).
 
-Shards come from :mod:`lumiere.data.synthetic`, :mod:`lumiere.data.convert` or video2dataset.
+Shards come from :mod:`lumiere.data.synthetic`, :mod:`lumiere.data.convert` or video2dataset,
+given per split (``train_shards``, ...) or as one ``root`` folder holding ``train/``, ``val/`` and
+``test/`` (see :func:`shards_under_root`). ``clips_per_video`` takes several clips (or every
+non-overlapping one) from each video, ``short_videos`` keeps videos shorter than a clip by
+looping or padding them; with ``target_fps`` each batch reports the clips' real ``fps`` and a
+rounded stride that misses the target by more than 3% is warned about once.
 Bad samples are skipped and counted (:meth:`VideoDataModule.skipped_counts`,
 :class:`~lumiere.data.callbacks.BadSampleReporter`). See :mod:`lumiere.data.dataset` for how the
 shards are split over ranks and workers.
@@ -21,6 +26,7 @@ shards are split over ranks and workers.
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from itertools import islice
@@ -31,12 +37,44 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lumiere.data.dataset import ClipOptions, VideoShardDataset
-from lumiere.data.decoders import BACKENDS, OFFSET_POLICIES
+from lumiere.data.decoders import ALL_WINDOWS, BACKENDS, OFFSET_POLICIES, SHORT_VIDEO_POLICIES
 from lumiere.data.loader import VideoDataLoader, merge_counts, to_model_range
 from lumiere.data.shards import expand_shards
 from lumiere.errors import ConfigError
 
 STAGES = ("train", "val", "test")
+FPS_TOLERANCE = 0.03  # a clip rate further than this (relative) from target_fps is warned about
+log = logging.getLogger("lumiere")
+
+
+def shards_under_root(root: str | os.PathLike) -> dict[str, str | None]:
+    """The shard folders of a dataset root: ``root/train`` (required), ``root/val`` (or, when
+    there is none, ``root/test``, said in one log line) and ``root/test`` (None when absent)."""
+    root = os.path.expanduser(str(root))
+    if "://" in root or root.startswith("pipe:"):
+        raise ConfigError(f"data.root={root} must be a local folder; give remote shards as data.train_shards / "
+                          "data.val_shards / data.test_shards")
+    if not os.path.isdir(root):
+        raise ConfigError(f"data.root={root} is not a folder; point it at the folder holding train/ (and val/, test/)")
+    folders = {split: os.path.join(root, split) for split in STAGES}
+    if not os.path.isdir(folders["train"]):
+        loose = [name for name in os.listdir(root) if name.endswith(".tar")]
+        hint = f" (it holds {len(loose)} .tar shards directly: give them as data.train_shards)" if loose else ""
+        raise ConfigError(f"data.root={root} has no train/ folder{hint}; expected {root}/train, {root}/val, {root}/test")
+    found = {split: path if os.path.isdir(path) else None for split, path in folders.items()}
+    if found["val"] is None:
+        found["val"] = found["test"]
+        log.info("data.root=%s has no val/ folder: %s", root,
+                 f"validating on {found['test']}" if found["test"] else "no validation set")
+    return found
+
+
+def _as_clips_per_video(value: Any) -> int | str:
+    if value == ALL_WINDOWS:
+        return ALL_WINDOWS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"clips_per_video must be a positive int or {ALL_WINDOWS!r}, got {value!r}")
+    return int(value)
 
 
 def _as_size(value: int | tuple[int, int] | list[int] | None, name: str) -> tuple[int, int] | None:
@@ -57,9 +95,9 @@ def _weak_method(method):
     collection tears persistent DataLoader workers down only after join timeouts (seconds each)."""
     ref = weakref.WeakMethod(method)
 
-    def call():
+    def call(*args):
         bound = ref()
-        return bound() if bound is not None else None
+        return bound(*args) if bound is not None else None
 
     return call
 
@@ -72,6 +110,7 @@ class VideoDataModule(pl.LightningDataModule):
         train_shards: str | list[str] | None = None,  # directory, glob, brace pattern or URL
         val_shards: str | list[str] | None = None,
         test_shards: str | list[str] | None = None,
+        root: str | None = None,  # folder with train/, val/ (else test/ validates), test/; explicit shards win
         num_frames: int = 80,  # frames per clip (paper: 80)
         frame_stride: int | None = None,  # source frames between sampled frames ...
         target_fps: float | None = None,  # ... or the frame rate to resample to (paper: 16)
@@ -80,6 +119,8 @@ class VideoDataModule(pl.LightningDataModule):
         image_mode: bool = False,  # T = 1 samples for the text-to-image stage
         frames_per_clip: int = 4,  # image_mode: frames drawn from each clip
         temporal_crop: str = "random",  # training clip offset; val/test use "center"
+        clips_per_video: int | str = 1,  # clips per video per pass (paper: 1); "all": every non-overlapping window
+        short_videos: str = "skip",  # videos shorter than a clip: "skip" (paper), "loop" or "pad" them
         batch_size: int = 8,
         val_batch_size: int | None = None,  # defaults to batch_size
         num_workers: int = 2,
@@ -98,6 +139,12 @@ class VideoDataModule(pl.LightningDataModule):
             raise ConfigError(f"decoder must be one of {BACKENDS}, got {decoder!r}")
         if temporal_crop not in OFFSET_POLICIES:
             raise ConfigError(f"temporal_crop must be one of {OFFSET_POLICIES}, got {temporal_crop!r}")
+        if short_videos not in SHORT_VIDEO_POLICIES:
+            raise ConfigError(f"short_videos must be one of {SHORT_VIDEO_POLICIES}, got {short_videos!r}")
+        clips_per_video = _as_clips_per_video(clips_per_video)
+        if image_mode and clips_per_video != 1:
+            raise ConfigError(f"clips_per_video={clips_per_video!r} takes video clips; image_mode draws single frames "
+                              "(set frames_per_clip instead, or clips_per_video=1)")
         if frame_stride is not None and target_fps is not None:
             raise ConfigError("set either frame_stride or target_fps, not both")
         if frame_stride is not None and int(frame_stride) < 1:
@@ -113,7 +160,9 @@ class VideoDataModule(pl.LightningDataModule):
         if (rank is None) != (world_size is None) or (world_size is not None and not 0 <= rank < world_size):
             raise ConfigError(f"give rank and world_size together with 0 <= rank < world_size, got {rank}, {world_size}")
         self.save_hyperparameters(logger=False)
-        self.shard_specs = {"train": train_shards, "val": val_shards, "test": test_shards}
+        self.root = root
+        self._given_specs = {"train": train_shards, "val": val_shards, "test": test_shards}
+        self._shard_specs: dict[str, Any] | None = None
         self.options = ClipOptions(
             num_frames=int(num_frames),
             frame_stride=int(frame_stride) if frame_stride is not None else None,
@@ -124,6 +173,8 @@ class VideoDataModule(pl.LightningDataModule):
             frames_per_clip=int(frames_per_clip),
             temporal_crop=temporal_crop,
             decoder=decoder,
+            clips_per_video=clips_per_video,
+            short_videos=short_videos,
         )
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
@@ -141,6 +192,20 @@ class VideoDataModule(pl.LightningDataModule):
 
     # -- setup ----------------------------------------------------------------------------------
 
+    @property
+    def shard_specs(self) -> dict[str, Any]:
+        """The shard spec of each split: the one given, else the split's folder under ``root``.
+        Resolved on first use (setup or a loader), like the shard paths themselves, so building
+        the data module never touches the file system."""
+        if self._shard_specs is None:
+            specs = dict(self._given_specs)
+            if self.root is not None:  # an explicit per-split shard spec wins over the root's folder
+                for split, folder in shards_under_root(self.root).items():
+                    if specs[split] is None:
+                        specs[split] = folder
+            self._shard_specs = specs
+        return self._shard_specs
+
     def setup(self, stage: str | None = None) -> None:
         """Resolve the shard lists the stage needs (fails early on missing files) and check that
         ``hr.mp4`` exists when high-resolution pairs are asked for."""
@@ -149,7 +214,7 @@ class VideoDataModule(pl.LightningDataModule):
             spec = self.shard_specs[split]
             if spec is None:
                 if split == "train":
-                    raise ConfigError("train_shards is not set")
+                    raise ConfigError("no training shards: set data.root (a folder with train/) or data.train_shards")
                 continue
             if split not in self.shards:
                 self.shards[split] = expand_shards(spec)
@@ -226,6 +291,26 @@ class VideoDataModule(pl.LightningDataModule):
             self._warned.add(tag)
             rank_zero_warn(message)
 
+    def _check_fps(self, batch: dict[str, Any]) -> None:
+        """Warn once when ``target_fps`` is met only roughly: the stride is a whole number of
+        source frames, so 25 fps sources at target 16 play at 12.5 fps."""
+        target = self.options.target_fps
+        if target is None or "fps-mismatch" in self._warned:
+            return
+        fps = batch["fps"]
+        miss = torch.where(fps > 0, (fps - target).abs() / target, torch.zeros_like(fps))
+        worst = int(miss.argmax())
+        if float(miss[worst]) <= FPS_TOLERANCE:
+            return
+        real, stride = float(fps[worst]), int(batch["frame_stride"][worst])
+        self._warn_once(
+            "fps-mismatch",
+            f"target_fps={target:g} is not met: video {batch['key'][worst]} is {real * stride:g} fps; read every {stride} "
+            f"frames, it plays at {real:g} fps ({100 * (real - target) / target:+.0f}%; the batch's 'fps' holds each "
+            f"clip's real rate). Resample the videos exactly: python -m lumiere.data.convert --videos DIR "
+            f"--captions CSV --out OUT --fps {target:g} (or --ucf101 DIR ... --fps {target:g})",
+        )
+
     # -- loaders --------------------------------------------------------------------------------
 
     def _loader(self, split: str) -> VideoDataLoader:
@@ -270,6 +355,8 @@ class VideoDataModule(pl.LightningDataModule):
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
             uint8_video=self._uint8_batches(),
+            require_batches=training,
+            on_batch=_weak_method(self._check_fps) if self.options.target_fps is not None else None,
         )
         previous = self.loaders.get(split)
         if previous is not None:  # keep the counts of an earlier loader of this split

@@ -17,10 +17,21 @@ With ``batches_per_epoch`` set, each worker instead draws shards at random (with
 forever and stops after its share of the epoch: every rank gets exactly that many batches
 (the ``.with_epoch`` regime for large corpora and DDP).
 
+Clips per video. ``clips_per_video`` = N takes N windows of each video per pass (1, the
+default, is one random window in training and the centred one in evaluation); ``"all"`` takes
+every non-overlapping window in order (see :func:`~lumiere.data.decoders.clip_windows`). The
+clips of one video come out one after another, so training with more than one clip per video
+shuffles them again in a second, example-level buffer (as for the frames of ``image_mode``).
+
 Bad samples (Sec. 5 trains on web video, where some files are always broken) are skipped
-without sleeping and reported: each skip is recorded as ``(reason, sample id)`` and rides to
-the main process on the next example (``__skipped__``); skips after a worker's last example
-travel in a final report-only item. :class:`~lumiere.data.loader.VideoDataLoader` collects them.
+without sleeping and reported: each skip is recorded as ``(reason, sample id, detail)`` and
+rides to the main process on the next example (``__skipped__``); skips after a worker's last
+example travel in a final report-only item. :class:`~lumiere.data.loader.VideoDataLoader`
+collects them. A video too short for a clip is not a bad sample: it is counted as
+``too_short`` with its detail ``(frames it has, frames the clip needs)``, and
+``short_videos="loop"|"pad"`` keeps it instead. With resampled epochs a worker that meets
+:data:`MAX_CONSECUTIVE_SKIPS` skips in a row stops and says so in a report-only item
+(``__gave_up__``); the loader turns that, and a training pass without a batch, into one error.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 
-from lumiere.data.decoders import VideoDecodeError, decode_clip, decode_frames
+from lumiere.data.decoders import TooFewFramesError, VideoDecodeError, decode_clips, decode_frames, decode_windows
 from lumiere.data.shards import sample_caption, sample_meta, sample_video_bytes
 from lumiere.errors import LumiereError
 
@@ -45,7 +56,7 @@ SKIP_REASONS = (
     "not_video",  # bytes that are no known video container
     "truncated",  # an mp4 cut short (box overruns the end / no moov)
     "corrupt",  # a recognised container that still fails to decode
-    "too_few_frames",  # shorter than (num_frames - 1) * stride + 1
+    "too_short",  # shorter than (num_frames - 1) * stride + 1 (short_videos=skip): not bad, short
     "missing_video",  # no mp4/webm/... entry in the sample
     "missing_caption",  # neither txt nor json caption
     "missing_hr",  # hr.mp4 requested but absent
@@ -54,13 +65,16 @@ SKIP_REASONS = (
 )
 SKIPPED_KEY = "__skipped__"
 REPORT_ONLY_KEY = "__report_only__"
+GAVE_UP_KEY = "__gave_up__"
+SHORT_REASON = "too_short"
 MAX_CONSECUTIVE_SKIPS = 1000  # resampled epochs: give up if the data is all bad
 
 
 class SampleSkipped(Exception):
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, detail: tuple[int, int] | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail  # too_short: (frames the video has, frames the clip needs)
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,8 @@ class ClipOptions:
     frames_per_clip: int = 4
     temporal_crop: str = "random"
     decoder: str = "decord"
+    clips_per_video: int | str = 1  # int N or "all" (every non-overlapping window)
+    short_videos: str = "skip"  # or "loop" / "pad"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,12 +183,12 @@ class _SkipLedger:
     """Skips seen by this worker since the last hand-off to the main process."""
 
     def __init__(self) -> None:
-        self.pending: list[tuple[str, str]] = []
+        self.pending: list[tuple[str, str, tuple[int, int] | None]] = []
 
-    def add(self, reason: str, sample_id: str) -> None:
-        self.pending.append((reason, sample_id))
+    def add(self, reason: str, sample_id: str, detail: tuple[int, int] | None = None) -> None:
+        self.pending.append((reason, sample_id, detail))
 
-    def take(self) -> list[tuple[str, str]]:
+    def take(self) -> list[tuple[str, str, tuple[int, int] | None]]:
         taken, self.pending = self.pending, []
         return taken
 
@@ -255,6 +271,7 @@ class VideoShardDataset(IterableDataset):
             raise SampleSkipped("missing_hr")
         labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
         offset = opts.temporal_crop if self.shuffle else "center"
+        resize = (lambda clip: resize_center_crop(clip, opts.resolution)) if opts.resolution is not None else None
         try:
             if opts.image_mode:
                 wanted = opts.frames_per_clip
@@ -268,44 +285,45 @@ class VideoShardDataset(IterableDataset):
 
                 frames, info = decode_frames(video_bytes, pick, backend=opts.decoder)
                 stride, fps = 1, info["source_fps"]
+                # one T = 1 example per drawn frame
+                clips = [resize(frames[i : i + 1]) if resize else frames[i : i + 1] for i in range(len(frames))]
+                windows = [[index] for index in info["indices"]]
+                suffixes = [f"/frame{index:06d}" for index in info["indices"]]
             else:
-                frames, info = decode_clip(
+                clips, info = decode_clips(
                     video_bytes,
                     num_frames=opts.num_frames,
                     backend=opts.decoder,
                     frame_stride=opts.frame_stride,
                     target_fps=opts.target_fps,
+                    clips=opts.clips_per_video,
                     offset=offset,
+                    short_videos=opts.short_videos,
                     rng=rng,
+                    transform=resize,
                 )
-                stride, fps = info["stride"], info["fps"]
-            hr_frames = None
+                stride, fps, windows = info["stride"], info["fps"], info["windows"]
+                suffixes = [""] if opts.clips_per_video == 1 else [f"/clip{k:03d}" for k in range(len(clips))]
+            hr_clips = None
             if opts.hr_resolution is not None:
-                hr_frames, _ = decode_frames(hr_bytes, info["indices"], backend=opts.decoder)
+                hr_size = opts.hr_resolution
+                hr_clips, _ = decode_windows(hr_bytes, windows, backend=opts.decoder,
+                                             transform=lambda clip: resize_center_crop(clip, hr_size))
+        except TooFewFramesError as error:
+            raise SampleSkipped(SHORT_REASON, (error.available, error.required)) from None
         except VideoDecodeError as error:
             raise SampleSkipped(error.reason) from None
         if not fps and meta.get("fps"):
             fps = float(meta["fps"]) / stride  # container without a frame rate: trust the json
 
-        def frames_for(selected: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-            return resize_center_crop(selected, size) if size is not None else selected
-
-        def example(frame_slice: slice, suffix: str) -> dict[str, Any]:
-            item = {
-                "frames": frames_for(frames[frame_slice], opts.resolution),
-                "caption": caption,
-                "frame_stride": int(stride),
-                "fps": float(fps),
-                "labels": labels,
-                "key": key + suffix,
-            }
-            if hr_frames is not None:
-                item["frames_hr"] = frames_for(hr_frames[frame_slice], opts.hr_resolution)
-            return item
-
-        if opts.image_mode:  # one T = 1 example per drawn frame
-            return [example(slice(i, i + 1), f"/frame{index:06d}") for i, index in enumerate(info["indices"])]
-        return [example(slice(None), "")]
+        examples = []
+        for index, (clip, suffix) in enumerate(zip(clips, suffixes)):
+            item = {"frames": clip, "caption": caption, "frame_stride": int(stride), "fps": float(fps),
+                    "labels": labels, "key": key + suffix}
+            if hr_clips is not None:
+                item["frames_hr"] = hr_clips[index]
+            examples.append(item)
+        return examples
 
     def _decoded(self, samples, ledger: _SkipLedger, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
         consecutive = 0
@@ -313,13 +331,12 @@ class VideoShardDataset(IterableDataset):
             try:
                 examples = self._examples(sample, rng)
             except SampleSkipped as skip:
-                ledger.add(skip.reason, f"{sample.get('__url__')}::{sample.get('__key__')}")
+                ledger.add(skip.reason, f"{sample.get('__url__')}::{sample.get('__key__')}", skip.detail)
                 consecutive += 1
                 if self.batches_per_epoch is not None and consecutive >= MAX_CONSECUTIVE_SKIPS:
-                    raise LumiereError(
-                        f"{consecutive} bad samples in a row and none decodable in {len(self.shards)} shards "
-                        f"(last reason: {skip.reason})"
-                    ) from None
+                    # resampling draws forever: stop, and let the loader say why in one line
+                    yield {REPORT_ONLY_KEY: True, GAVE_UP_KEY: consecutive}
+                    return
                 continue
             consecutive = 0
             yield from examples
@@ -341,10 +358,11 @@ class VideoShardDataset(IterableDataset):
             shuffle_rng = random.Random(int(rng.integers(2**63)))
             samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=shuffle_rng)(samples)
         examples = self._decoded(samples, ledger, rng)  # lazy: draws from rng only when iterated
-        if self.shuffle and self.shuffle_buffer > 1 and self.options.image_mode:
-            # The buffer above shuffles clips; one clip yields `frames_per_clip` consecutive frames,
-            # so without a second, frame-level buffer a batch of 32 frames held only 32 /
-            # frames_per_clip captions.
+        several_per_sample = self.options.image_mode or self.options.clips_per_video != 1
+        if self.shuffle and self.shuffle_buffer > 1 and several_per_sample:
+            # The buffer above shuffles samples; one clip yields `frames_per_clip` consecutive frames
+            # (one video `clips_per_video` clips), so without a second, example-level buffer a batch
+            # of 32 frames held only 32 / frames_per_clip captions.
             frame_rng = random.Random(int(rng.integers(2**63)))
             examples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=frame_rng)(examples)
         if self.batches_per_epoch is not None:

@@ -3,7 +3,14 @@
 Training samples are fixed-length clips (Sec. 5: 80 frames at 16 fps). A clip is
 ``num_frames`` frames taken every ``stride`` source frames, starting at an offset chosen by a
 policy ("random" for training, "center" for evaluation, "start"). The stride either is given
-or follows from a target frame rate: ``stride = max(1, round(source_fps / target_fps))``.
+or follows from a target frame rate: ``stride = max(1, round(source_fps / target_fps))``, so the
+clip plays at ``source_fps / stride`` (reported as ``fps``), which can miss the target (25 fps
+read every 2 frames is 12.5 fps).
+
+One video can give several clips (:func:`clip_windows`): ``clips`` random windows, or every
+non-overlapping window in order (``"all"``). A video shorter than the span is skipped
+(:class:`TooFewFramesError`) unless ``short_videos`` fills the clip: ``"loop"`` repeats the
+frames the video has, ``"pad"`` repeats its last one.
 
 Both backends raise :class:`VideoDecodeError` (with a ``reason``) for any input they cannot
 decode, and :class:`TooFewFramesError` when the video is shorter than the requested span
@@ -27,7 +34,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -37,154 +43,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from lumiere.errors import ConfigError, InputFileError
+from lumiere.data.clip_windows import (  # noqa: F401  (re-exported: the decoders' public names)
+    ALL_WINDOWS,
+    OFFSET_POLICIES,
+    SHORT_VIDEO_POLICIES,
+    _resolve_stride,
+    choose_start,
+    clip_span,
+    clip_windows,
+    stride_for_fps,
+)
+from lumiere.data.video_errors import (  # noqa: F401
+    TooFewFramesError,
+    VideoDecodeError,
+    _decode_error,
+    classify_undecodable,
+    sniff_container,
+)
+from lumiere.errors import ConfigError
 
 BACKENDS = ("decord", "pyav")
-OFFSET_POLICIES = ("random", "center", "start")
-
-
-# ----------------------------------------------------------------------------------------------
-# Errors
-# ----------------------------------------------------------------------------------------------
-
-
-class VideoDecodeError(InputFileError):
-    """Video bytes that cannot be decoded. ``reason`` is one of
-    ``empty | not_video | truncated | corrupt | too_few_frames``."""
-
-    def __init__(self, message: str, reason: str = "corrupt"):
-        super().__init__(message)
-        self.reason = reason
-
-
-class TooFewFramesError(VideoDecodeError):
-    """The video decodes but holds fewer frames than the clip needs."""
-
-    def __init__(self, available: int, required: int):
-        super().__init__(
-            f"video has {available} frames, the clip needs {required}", reason="too_few_frames"
-        )
-        self.available = available
-        self.required = required
-
-
-# ----------------------------------------------------------------------------------------------
-# Classifying undecodable bytes (so skip reports say *why*)
-# ----------------------------------------------------------------------------------------------
-
-_ISO_BMFF_TOP_LEVEL = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"styp", b"moof", b"uuid"}
-
-
-def sniff_container(data: bytes) -> str | None:
-    """Name the container family from the first bytes, or None when nothing video-like matches."""
-    if len(data) >= 8 and data[4:8] in _ISO_BMFF_TOP_LEVEL:
-        return "iso-bmff"  # mp4 / mov / 3gp
-    if data[:4] == b"\x1a\x45\xdf\xa3":
-        return "matroska"  # mkv / webm
-    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
-        return "avi"
-    if data[:3] == b"FLV":
-        return "flv"
-    if data[:4] == b"OggS":
-        return "ogg"
-    if data[:4] == bytes.fromhex("3026b275"):
-        return "asf"
-    if data[:4] == b"\x00\x00\x01\xba":
-        return "mpeg-ps"
-    if data[:1] == b"\x47" and (len(data) < 189 or data[188:189] == b"\x47"):
-        return "mpeg-ts"
-    if data[:4] == b"\x00\x00\x00\x01" or data[:3] == b"\x00\x00\x01":
-        return "annexb"  # raw H.264/H.265 elementary stream
-    if data[:4] == b"GIF8":
-        return "gif"
-    return None
-
-
-def _iso_bmff_is_truncated(data: bytes) -> bool:
-    """Walk the top-level boxes: a box running past the end, or no ``moov`` box, means the file
-    was cut short (an encoder writes ``moov`` last unless asked for faststart)."""
-    position, end, seen_moov = 0, len(data), False
-    while position + 8 <= end:
-        size, box_type = struct.unpack(">I4s", data[position : position + 8])
-        if size == 1:  # 64-bit "largesize" follows the type
-            if position + 16 > end:
-                return True
-            size = struct.unpack(">Q", data[position + 8 : position + 16])[0]
-        elif size == 0:  # box extends to the end of the file
-            size = end - position
-        if size < 8:
-            return False  # malformed rather than cut short
-        seen_moov |= box_type == b"moov"
-        if position + size > end:
-            return True
-        position += size
-    return position != end or not seen_moov
-
-
-def classify_undecodable(data: bytes) -> str:
-    """Why bytes failed to decode: ``empty``, ``not_video``, ``truncated`` or ``corrupt``."""
-    if len(data) == 0:
-        return "empty"
-    container = sniff_container(data)
-    if container is None:
-        return "not_video"
-    if container == "iso-bmff" and _iso_bmff_is_truncated(data):
-        return "truncated"
-    return "corrupt"
-
-
-def _decode_error(data: bytes, backend: str, cause: BaseException | str) -> VideoDecodeError:
-    reason = classify_undecodable(data)
-    detail = str(cause).strip().splitlines()[0][:160] if str(cause).strip() else type(cause).__name__
-    return VideoDecodeError(f"{backend} could not decode the video ({reason}): {detail}", reason=reason)
-
-
-# ----------------------------------------------------------------------------------------------
-# Frame index selection
-# ----------------------------------------------------------------------------------------------
-
-
-def stride_for_fps(source_fps: float, target_fps: float) -> int:
-    """Source frames between two sampled frames so the clip plays at about ``target_fps``."""
-    if target_fps <= 0:
-        raise ConfigError(f"target_fps must be positive, got {target_fps}")
-    if not source_fps or source_fps <= 0 or not np.isfinite(source_fps):
-        return 1  # unknown source rate: keep every frame
-    return max(1, int(round(source_fps / target_fps)))
-
-
-def clip_span(num_frames: int, stride: int) -> int:
-    """Source frames covered by ``num_frames`` frames taken every ``stride`` frames."""
-    return (num_frames - 1) * stride + 1
-
-
-def choose_start(
-    num_source_frames: int, span: int, offset: str, rng: np.random.Generator | None
-) -> int:
-    """First source frame of a clip covering ``span`` frames, by offset policy."""
-    if offset not in OFFSET_POLICIES:
-        raise ConfigError(f"offset must be one of {OFFSET_POLICIES}, got {offset!r}")
-    if num_source_frames < span:
-        raise TooFewFramesError(num_source_frames, span)
-    slack = num_source_frames - span
-    if offset == "start" or slack == 0:
-        return 0
-    if offset == "center":
-        return slack // 2
-    rng = rng if rng is not None else np.random.default_rng()
-    return int(rng.integers(0, slack + 1))
-
-
-def _resolve_stride(frame_stride: int | None, target_fps: float | None, source_fps: float) -> int:
-    if frame_stride is not None and target_fps is not None:
-        raise ConfigError("give either frame_stride or target_fps, not both")
-    if frame_stride is not None:
-        if int(frame_stride) < 1:
-            raise ConfigError(f"frame_stride must be >= 1, got {frame_stride}")
-        return int(frame_stride)
-    if target_fps is not None:
-        return stride_for_fps(source_fps, float(target_fps))
-    return 1
+_READ_BUDGET_BYTES = 256 * 2**20  # source frames decoded at once when a video gives many clips
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,6 +279,94 @@ def probe_video(video_bytes: bytes, *, backend: str = "decord") -> dict[str, Any
     return {"num_frames": reader.num_frames, "fps": reader.fps, "backend": backend}
 
 
+def decode_windows(
+    video_bytes: bytes,
+    windows: Sequence[Sequence[int]] | Callable[[int, float], Sequence[Sequence[int]]],
+    *,
+    backend: str = "decord",
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Decode several clips of one video, opening it once: ``windows`` holds each clip's frame
+    indices, or is a function of the video's (frame count, frame rate) returning them.
+
+    Each clip is uint8 (len(window), H, W, 3), passed through ``transform`` (e.g. a resize) as
+    soon as it is read. Windows are read in groups of at most about 256 MB of source frames, so
+    every window of a long high-resolution video never sits in memory at once.
+    Returns the clips and ``info`` with ``source_fps``, ``num_source_frames``, ``windows`` and
+    ``backend``."""
+    info: dict[str, Any] = {}
+
+    def work(reader) -> list[torch.Tensor]:
+        plan = windows(reader.num_frames, reader.fps) if callable(windows) else windows
+        plan = [[int(i) for i in window] for window in plan]
+        if not plan or not all(plan):
+            raise ConfigError("decode_windows needs at least one non-empty window")
+        lowest, highest = min(min(w) for w in plan), max(max(w) for w in plan)
+        if lowest < 0 or highest >= reader.num_frames:
+            raise TooFewFramesError(reader.num_frames, highest + 1)
+        info.update(source_fps=reader.fps, num_source_frames=reader.num_frames, windows=plan)
+        clips: list[torch.Tensor] = []
+        frame_bytes, position = None, 0
+        while position < len(plan):
+            group, union = [plan[position]], set(plan[position])
+            position += 1
+            limit = _READ_BUDGET_BYTES // frame_bytes if frame_bytes else 0  # first group: one window
+            while position < len(plan) and len(union | set(plan[position])) <= limit:
+                union |= set(plan[position])
+                group.append(plan[position])
+                position += 1
+            unique = sorted(union)
+            frames = _read(reader, video_bytes, unique)
+            frame_bytes = max(1, frames[0].nbytes)
+            row = {index: k for k, index in enumerate(unique)}
+            for window in group:
+                # the common case (one window of increasing indices) keeps the decoded array
+                picked = frames if window == unique else frames[[row[i] for i in window]]
+                clip = torch.from_numpy(np.ascontiguousarray(picked))
+                clips.append(transform(clip) if transform is not None else clip)
+        return clips
+
+    clips, used = _with_fallback(video_bytes, backend, work)
+    info["backend"] = used
+    return clips, info
+
+
+def decode_clips(
+    video_bytes: bytes,
+    *,
+    num_frames: int,
+    backend: str = "decord",
+    frame_stride: int | None = None,
+    target_fps: float | None = None,
+    clips: int | str = 1,
+    offset: str = "random",
+    short_videos: str = "skip",
+    rng: np.random.Generator | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Decode the clips :func:`clip_windows` picks from MP4 (or any FFmpeg-readable) bytes.
+
+    Returns the clips (uint8 (num_frames, H, W, 3) each, through ``transform``) and ``info`` with
+    ``source_fps``, ``stride``, ``fps`` (= source_fps / stride, the rate the clips play at),
+    ``windows`` (each clip's source indices), ``filled`` (whether a short video was looped or
+    padded), ``num_source_frames`` and ``backend``. Raises :class:`VideoDecodeError` /
+    :class:`TooFewFramesError`."""
+    if num_frames < 1:
+        raise ConfigError(f"num_frames must be >= 1, got {num_frames}")
+    chosen: dict[str, Any] = {}
+
+    def plan(num_source: int, source_fps: float) -> list[list[int]]:
+        stride = _resolve_stride(frame_stride, target_fps, source_fps)
+        chosen.update(stride=stride, filled=num_source < clip_span(num_frames, stride))
+        return clip_windows(num_source, num_frames=num_frames, stride=stride, clips=clips, offset=offset,
+                            short_videos=short_videos, rng=rng)
+
+    decoded, info = decode_windows(video_bytes, plan, backend=backend, transform=transform)
+    info.update(chosen)
+    info["fps"] = info["source_fps"] / info["stride"] if info["source_fps"] else 0.0
+    return decoded, info
+
+
 def decode_clip(
     video_bytes: bytes,
     *,
@@ -410,35 +377,16 @@ def decode_clip(
     offset: str = "random",
     rng: np.random.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Decode a clip of ``num_frames`` frames from MP4 (or any FFmpeg-readable) bytes.
+    """Decode one clip of ``num_frames`` frames (:func:`decode_clips` with one window).
 
     Returns ``frames`` (uint8 tensor, (T, H, W, 3)) and ``info`` with ``source_fps``, ``stride``,
     ``fps`` (= source_fps / stride), ``start``, ``indices`` and ``num_source_frames``.
     Raises :class:`VideoDecodeError` / :class:`TooFewFramesError`.
     """
-    if num_frames < 1:
-        raise ConfigError(f"num_frames must be >= 1, got {num_frames}")
-    info: dict[str, Any] = {}
-
-    def work(reader) -> np.ndarray:
-        stride = _resolve_stride(frame_stride, target_fps, reader.fps)
-        span = clip_span(num_frames, stride)
-        start = choose_start(reader.num_frames, span, offset, rng)
-        indices = list(range(start, start + span, stride))
-        frames = _read(reader, video_bytes, indices)
-        info.update(
-            source_fps=reader.fps,
-            stride=stride,
-            fps=reader.fps / stride if reader.fps else 0.0,
-            start=start,
-            indices=indices,
-            num_source_frames=reader.num_frames,
-        )
-        return frames
-
-    frames, used = _with_fallback(video_bytes, backend, work)
-    info["backend"] = used
-    return torch.from_numpy(np.ascontiguousarray(frames)), info
+    clips, info = decode_clips(video_bytes, num_frames=num_frames, backend=backend, frame_stride=frame_stride,
+                               target_fps=target_fps, offset=offset, rng=rng)
+    info.update(indices=info["windows"][0], start=info["windows"][0][0])
+    return clips[0], info
 
 
 def decode_frames(
@@ -453,17 +401,7 @@ def decode_frames(
     random single frames for the text-to-image stage), so the video is opened only once.
     Returns uint8 (N, H, W, 3) and ``info`` with ``source_fps``, ``num_source_frames`` and
     ``indices``."""
-    info: dict[str, Any] = {}
-
-    def work(reader) -> np.ndarray:
-        chosen = [int(i) for i in (indices(reader.num_frames) if callable(indices) else indices)]
-        if not chosen:
-            raise ConfigError("decode_frames needs at least one index")
-        if min(chosen) < 0 or max(chosen) >= reader.num_frames:
-            raise TooFewFramesError(reader.num_frames, max(chosen) + 1)
-        info.update(source_fps=reader.fps, num_source_frames=reader.num_frames, indices=chosen)
-        return _read(reader, video_bytes, chosen)
-
-    frames, used = _with_fallback(video_bytes, backend, work)
-    info["backend"] = used
-    return torch.from_numpy(np.ascontiguousarray(frames)), info
+    window = (lambda num_source, _fps: [indices(num_source)]) if callable(indices) else [indices]
+    clips, info = decode_windows(video_bytes, window, backend=backend)
+    info["indices"] = info.pop("windows")[0]
+    return clips[0], info

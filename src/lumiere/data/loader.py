@@ -15,6 +15,12 @@ Resuming mid-epoch. The stream of an epoch depends only on (seed, epoch, rank, w
 in the checkpoint (``fit_loop`` saves the state of a train loader that has ``state_dict`` /
 ``load_state_dict``) and hands it back on resume, and the next pass of that epoch regenerates and
 drops those batches before yielding the first unseen one.
+
+No silent empty epochs. A training pass that yields no batch at all (every sample skipped, too
+short, or no sample for this rank), and a resampling worker that met only skips
+(``__gave_up__``), raise one :class:`~lumiere.errors.InputFileError` line with the skip counts,
+the frames the short videos had and needed, and what to change; without it Lightning repeats
+empty epochs forever when the epoch length is unknown.
 """
 
 from __future__ import annotations
@@ -29,8 +35,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
-from lumiere.data.dataset import REPORT_ONLY_KEY, SKIP_REASONS, SKIPPED_KEY, frames_into_video
-from lumiere.errors import ConfigError
+from lumiere.data.dataset import (
+    GAVE_UP_KEY,
+    REPORT_ONLY_KEY,
+    SHORT_REASON,
+    SKIP_REASONS,
+    SKIPPED_KEY,
+    frames_into_video,
+)
+from lumiere.errors import ConfigError, InputFileError
 
 log = logging.getLogger("lumiere")
 
@@ -77,6 +90,9 @@ def collate_examples(examples: list[dict[str, Any]], as_uint8: bool = False) -> 
     skipped = [event for item in examples for event in item.get(SKIPPED_KEY, ())]
     real = [item for item in examples if not item.get(REPORT_ONLY_KEY)]
     batch: dict[str, Any] = {SKIPPED_KEY: skipped}
+    gave_up = max((int(item.get(GAVE_UP_KEY, 0)) for item in examples), default=0)
+    if gave_up:
+        batch[GAVE_UP_KEY] = gave_up
     if not real:
         return batch
     batch["video"] = stack_clips([item["frames"] for item in real], as_uint8=as_uint8)
@@ -92,7 +108,8 @@ def collate_examples(examples: list[dict[str, Any]], as_uint8: bool = False) -> 
 
 
 class SkipTracker:
-    """Skip events (every time a bad sample is met) and distinct bad samples, per reason."""
+    """Skip events (every time a bad sample is met) and distinct bad samples, per reason; for
+    too-short videos also the range of frames they had and of frames their clips needed."""
 
     MAX_REMEMBERED = 100_000  # distinct sample ids kept; beyond that only events are counted
 
@@ -100,14 +117,20 @@ class SkipTracker:
         self.events: Counter[str] = Counter()
         self._seen: dict[str, set[str]] = {}
         self._remembered = 0
+        self.short_had: tuple[int, int] | None = None  # (fewest, most) frames of a too-short video
+        self.short_needed: tuple[int, int] | None = None  # (fewest, most) frames its clip needed
 
-    def record(self, events: list[tuple[str, str]]) -> None:
-        for reason, sample_id in events:
+    def record(self, events: list[tuple]) -> None:
+        for reason, sample_id, *detail in events:
             self.events[reason] += 1
             seen = self._seen.setdefault(reason, set())
             if sample_id not in seen and self._remembered < self.MAX_REMEMBERED:
                 seen.add(sample_id)
                 self._remembered += 1
+            if reason == SHORT_REASON and detail and detail[0] is not None:
+                had, needed = (int(v) for v in detail[0])
+                self.short_had = _widen(self.short_had, had)
+                self.short_needed = _widen(self.short_needed, needed)
 
     def counts(self) -> dict[str, int]:
         """Skip events per reason (a bad sample met in three epochs counts three times)."""
@@ -116,6 +139,38 @@ class SkipTracker:
     def distinct_counts(self) -> dict[str, int]:
         """Distinct bad samples per reason."""
         return {reason: len(ids) for reason, ids in self._seen.items() if ids}
+
+
+def _widen(bounds: tuple[int, int] | None, value: int) -> tuple[int, int]:
+    return (value, value) if bounds is None else (min(bounds[0], value), max(bounds[1], value))
+
+
+def _span_text(bounds: tuple[int, int]) -> str:
+    return str(bounds[0]) if bounds[0] == bounds[1] else f"{bounds[0]}-{bounds[1]}"
+
+
+def describe_skips(counts: dict[str, int], tracker: SkipTracker | None = None) -> str:
+    """The skips in words: ``4 bad samples (empty=1, truncated=3), 2 videos too short (had 6-9
+    frames, a clip needs 16)``; the frame ranges come from ``tracker``."""
+    bad = {reason: count for reason, count in counts.items() if count and reason != SHORT_REASON}
+    parts = []
+    if bad:
+        total = sum(bad.values())
+        details = ", ".join(f"{reason}={count}" for reason, count in bad.items())
+        parts.append(f"{total} bad sample{'s' if total != 1 else ''} ({details})")
+    short = counts.get(SHORT_REASON, 0)
+    if short:
+        text = f"{short} video{'s' if short != 1 else ''} too short"
+        if tracker is not None and tracker.short_had is not None and tracker.short_needed is not None:
+            text += f" (had {_span_text(tracker.short_had)} frames, a clip needs {_span_text(tracker.short_needed)})"
+        parts.append(text)
+    return ", ".join(parts) if parts else "no skipped samples"
+
+
+SHORT_VIDEO_ADVICE = (
+    "keep short videos with data.short_videos=loop or pad, or need fewer frames per clip with a smaller "
+    "data.num_frames or a smaller stride (data.frame_stride, or a higher data.target_fps)"
+)
 
 
 def merge_counts(*counts: dict[str, int]) -> dict[str, int]:
@@ -151,6 +206,8 @@ class VideoDataLoader(DataLoader):
         epoch_fn: Callable[[], int | None] | None = None,
         consumed_fn: Callable[[], int | None] | None = None,
         uint8_video: bool = False,
+        require_batches: bool = False,
+        on_batch: Callable[[dict[str, Any]], None] | None = None,
         **kwargs,
     ):
         self.uint8_video = bool(uint8_video)
@@ -161,6 +218,8 @@ class VideoDataLoader(DataLoader):
         self.num_batches = num_batches
         self.epoch_fn = epoch_fn
         self.consumed_fn = consumed_fn
+        self.require_batches = bool(require_batches)  # a pass without a batch is an error (training)
+        self.on_batch = on_batch  # sees every batch handed out (e.g. the data module's fps check)
         self.skips = SkipTracker()
         self._passes = 0
         self._epoch = 0  # epoch of the current (or last) pass
@@ -209,12 +268,37 @@ class VideoDataLoader(DataLoader):
         # Regenerate and drop what the interrupted run consumed: the same (seed, epoch) gives the
         # same batches, so the first batch yielded is the first one it never trained on.
         skip = self._batches_to_skip(self._epoch)
+        before = Counter(self.skips.events)
         for batch in super().__iter__():
             self.skips.record(batch.pop(SKIPPED_KEY, []))
+            gave_up = batch.pop(GAVE_UP_KEY, 0)
+            if gave_up:
+                raise InputFileError(self._no_data_message(before, f"{gave_up} samples in a row were skipped in {{where}}"))
             if "video" not in batch:
                 continue
             self._handed_out += 1
             if skip:
                 skip -= 1
                 continue
+            if self.on_batch is not None:
+                self.on_batch(batch)
             yield batch
+        if self._handed_out == 0 and self.require_batches:
+            raise InputFileError(self._no_data_message(before, "a whole pass over {where} gave no batch"))
+
+    def _no_data_message(self, before: Counter[str], what: str) -> str:
+        """One line: why no batch came (this pass's skips) and what to change. ``what`` names
+        the event, with ``{where}`` for the shards."""
+        counts = merge_counts({reason: count - before.get(reason, 0) for reason, count in self.skips.events.items()})
+        shards = list(getattr(self.dataset, "shards", []))
+        where = f"{len(shards)} shard{'s' if len(shards) != 1 else ''} ({shards[0]}{', ...' if len(shards) > 1 else ''})"
+        if not counts:
+            world = int(getattr(self.dataset, "world_size", 1))
+            return (f"no training data: {what.format(where=where)}: no sample was read on rank "
+                    f"{getattr(self.dataset, 'rank', 0)} of {world}; check that the shards hold samples")
+        advice = []
+        if counts.get(SHORT_REASON):
+            advice.append(SHORT_VIDEO_ADVICE)
+        if any(reason != SHORT_REASON for reason in counts):
+            advice.append("check or re-convert the shards (python -m lumiere.data.convert reports unreadable videos)")
+        return f"no training data: {what.format(where=where)}: {describe_skips(counts, self.skips)}; " + "; ".join(advice)
