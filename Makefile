@@ -97,8 +97,8 @@ demo-gpu:  ## On a GPU: demo data -> 2000-step T2I -> 1250-step STUNet (32x32, b
 	$(GPU_PY) -m lumiere.evaluation.probes stunet outputs/demo_gpu_stunet/demo/checkpoints/last.ckpt \
 		--device cuda --scheduler ddpm --steps 50 --sheet outputs/demo_gpu_stunet/demo/probe_sheet.png
 
-weights: install  ## Fetch and convert the I3D (Kinetics-400) weights used by FVD
-	$(PY) -m lumiere.metrics.i3d_weights
+weights: install  ## Fetch, convert and verify (stored fingerprint) the I3D (Kinetics-400) weights used by FVD
+	$(PY) -m lumiere.metrics.i3d_weights --verify
 
 bench: install  ## Run the benchmark scripts (numbers go in docs/benchmarks.md)
 	$(PY) benchmarks/bench_dataloader.py

@@ -75,6 +75,77 @@ def check_frame_counts(cfg: DictConfig, model: Any) -> None:
             raise ConfigError(f"model.val_num_frames={val_num_frames}: {error}") from None
 
 
+VIDEO_DATA_TARGETS = ("lumiere.data.VideoDataModule", "lumiere.data.datamodule.VideoDataModule")
+# `model.val_prompts: null` samples this many distinct captions of the validation split (the count of
+# prompts the synthetic model configs listed), so a real dataset's samples show its own captions.
+NUM_CAPTION_VAL_PROMPTS = 4
+
+
+def draw_stills_for_image_stage(cfg: DictConfig, model: Any) -> None:
+    """The stage decides the sample kind: a text-to-image stage (TextToImageModule, stage 0 and its
+    style fine-tune) trains on still frames, so a video data config (e.g. `data=webdataset` under
+    `experiment=demo_t2i`) is switched to image mode, in one log line, before the data are built."""
+    from lumiere.training.stages import TextToImageModule
+
+    data = cfg.get("data")
+    if not isinstance(model, TextToImageModule) or data is None or data.get("_target_") not in VIDEO_DATA_TARGETS:
+        return
+    if not data.get("image_mode", False):
+        log.info("%s is a text-to-image stage: data.image_mode=true (%s still frames per clip, T = 1)",
+                 type(model).__name__, data.get("frames_per_clip", "data.frames_per_clip"))
+        with open_dict(cfg):
+            cfg.data.image_mode = True
+
+
+def wants_caption_val_prompts(cfg: DictConfig) -> bool:
+    """`model.val_prompts: null`: the validation prompts are the data's own captions (filled in by
+    :func:`fill_val_prompts_from_captions`); an explicit list, or [] for none, is kept as given."""
+    model_cfg = cfg.get("model")
+    return model_cfg is not None and "val_prompts" in model_cfg and model_cfg.val_prompts is None
+
+
+def distinct_captions(shards: list[str], limit: int) -> list[str]:
+    """The first `limit` distinct captions of `shards`, read in shard order without decoding any video."""
+    import webdataset as wds
+
+    from lumiere.data.shards import sample_caption, sample_meta
+
+    found: list[str] = []
+    for shard in shards:
+        for sample in wds.tarfile_to_samples(handler=wds.warn_and_continue)(iter([{"url": shard}])):
+            try:
+                caption = sample_caption(sample, sample_meta(sample))
+            except (ValueError, UnicodeDecodeError):
+                continue  # bad json: the loader skips this sample too
+            if caption is not None and caption not in found:
+                found.append(caption)
+                if len(found) == limit:
+                    return found
+    return found
+
+
+def fill_val_prompts_from_captions(cfg: DictConfig, model: Any, datamodule: Any) -> None:
+    """Set the model's validation prompts (and the config its checkpoints store) to the first
+    NUM_CAPTION_VAL_PROMPTS distinct captions of the validation split, or of the training split
+    when there is no validation split."""
+    shards = getattr(datamodule, "shards", None)
+    if not isinstance(shards, dict) or not callable(getattr(datamodule, "setup", None)):
+        raise ConfigError(f"model.val_prompts=null takes the validation captions from a VideoDataModule, but data is "
+                          f"{type(datamodule).__name__}: give model.val_prompts='[\"a prompt\"]' (or [] for none)")
+    datamodule.setup("validate")
+    split = "val" if datamodule.shards.get("val") else "train"
+    if split == "train":
+        datamodule.setup("fit")
+    prompts = distinct_captions(datamodule.shards.get(split) or [], NUM_CAPTION_VAL_PROMPTS)
+    log.info("model.val_prompts=null: %d caption(s) of the %s split as validation prompts: %s",
+             len(prompts), split, prompts)
+    model.val_prompts = list(prompts)
+    if isinstance(model.model_config, dict):
+        model.model_config["val_prompts"] = list(prompts)
+    with open_dict(cfg):
+        cfg.model.val_prompts = list(prompts)
+
+
 def stable_wandb_id(cfg: DictConfig, output_dir: str) -> None:
     """Give the W&B logger an id stored in the run folder, so a resumed run appends to it.
 
@@ -195,8 +266,13 @@ def _train_locked(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     from lumiere.utils import instantiate_config
 
     # The model first: a clip length it cannot take is refused before any file is written.
+    caption_val_prompts = wants_caption_val_prompts(cfg)
+    if caption_val_prompts:  # filled from the data's captions once the data module exists
+        with open_dict(cfg):
+            cfg.model.val_prompts = []
     model = instantiate_config(cfg.model, _convert_="partial")
     model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    draw_stills_for_image_stage(cfg, model)
     check_frame_counts(cfg, model)
     # A resume onto other frozen weights (a re-exported T2I) is refused unless the user allows it.
     model.allow_frozen_mismatch = bool(cfg.get("allow_frozen_mismatch", False))
@@ -224,6 +300,8 @@ def _train_locked(cfg: DictConfig, output_dir: str) -> dict[str, float]:
             cfg.data.batch_size = per_device
 
     datamodule = instantiate_config(cfg.data)
+    if caption_val_prompts:
+        fill_val_prompts_from_captions(cfg, model, datamodule)
     distributed.check_model_for_strategy(trainer.strategy, model)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
