@@ -119,6 +119,30 @@ def test_one_window_covering_the_clip_equals_plain_sampling(name):
     assert torch.equal(plain, windowed)
 
 
+@pytest.mark.parametrize("name", ["ddim", "ddpm"])
+def test_one_window_equals_plain_sampling_with_ifs_folder_settings(name):
+    """Learned variance and dynamic thresholding from a folder's scheduler config: MultiDiffusion
+    thresholds and steps exactly as plain sampling does."""
+    folder = dict(variance_type="learned_range", thresholding=True, dynamic_thresholding_ratio=0.95,
+                  sample_max_value=1.5, clip_sample=True)
+    scheduler, noise, cond = build_scheduler(name, scheduler_config=folder), noise_for(), conditioning()
+    uncond = {"bias": torch.zeros(2), "phase": cond["phase"]}
+
+    def learned_variance_denoiser(x_t, t, c):
+        prediction = 2.0 * window_dependent_denoiser(x_t, t, c)  # large enough that thresholding acts
+        return torch.cat([prediction, torch.tanh(x_t)], dim=1)
+
+    options = dict(num_inference_steps=4, cond=cond, uncond=uncond, guidance_scale=2.0, progress=False)
+    plain = sample(learned_variance_denoiser, noise, scheduler, generator=torch.Generator().manual_seed(1), **options)
+    windowed = multidiffusion_sample(learned_variance_denoiser, noise, scheduler, window=16,
+                                     generator=torch.Generator().manual_seed(1), **options)
+    assert torch.equal(plain, windowed)
+    unthresholded = sample(learned_variance_denoiser, noise, build_scheduler(name, scheduler_config=folder,
+                                                                             thresholding=False),
+                           generator=torch.Generator().manual_seed(1), **options)
+    assert (unthresholded - plain).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("weighting", ["flat", "triangular"])
 @pytest.mark.parametrize("name", ["ddim", "dpmsolver++", "ddpm"])
 def test_frame_local_denoiser_gives_full_clip_sampling_for_any_windows(name, weighting):

@@ -25,18 +25,28 @@ from lumiere.diffusion.process import (
     split_variance,
     training_target,
 )
-from lumiere.diffusion.sampling import prediction_for_step, sample, sdedit, sdedit_schedule
+from lumiere.diffusion.sampling import (
+    dynamic_threshold,
+    prediction_for_step,
+    sample,
+    sdedit,
+    sdedit_schedule,
+    threshold_x0,
+)
 from lumiere.diffusion.schedulers import (
+    FOLDER_SCHEDULER_KEYS,
     SCHEDULER_NAMES,
     build_scheduler,
     check_supported,
     clone_scheduler,
     is_stochastic,
+    stepping_scheduler,
     uses_learned_variance,
 )
 
 __all__ = [
     "DiffusionObjective",
+    "FOLDER_SCHEDULER_KEYS",
     "OracleDenoiser",
     "PREDICTION_TYPES",
     "SCHEDULER_NAMES",
@@ -46,6 +56,7 @@ __all__ = [
     "clone_scheduler",
     "combine_windows",
     "drop_conditions",
+    "dynamic_threshold",
     "guided_prediction",
     "is_stochastic",
     "make_noise",
@@ -60,7 +71,9 @@ __all__ = [
     "segment_boundaries",
     "signal_to_noise_ratio",
     "split_variance",
+    "stepping_scheduler",
     "temporal_windows",
+    "threshold_x0",
     "training_target",
     "uses_learned_variance",
     "window_weights",

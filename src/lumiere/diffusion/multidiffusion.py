@@ -39,7 +39,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lumiere.diffusion.sampling import StepCallback, prediction_for_step
-from lumiere.diffusion.schedulers import check_supported, clone_scheduler, is_stochastic
+from lumiere.diffusion.schedulers import check_supported, is_stochastic, stepping_scheduler
 from lumiere.errors import ConfigError
 
 Denoiser = Callable[[Tensor, Tensor, Mapping[str, Tensor]], Tensor]
@@ -240,13 +240,13 @@ def multidiffusion_sample(
     _check_temporal_keys(cond, temporal_cond_keys, num_frames, "cond")
     _check_temporal_keys(uncond, temporal_cond_keys, num_frames, "uncond")
 
-    master = clone_scheduler(scheduler)
+    master = stepping_scheduler(scheduler)  # steps; `scheduler` says how predictions are thresholded
     master.set_timesteps(num_inference_steps)
     timesteps = [int(t) for t in master.timesteps]
     window_schedulers = []
     if combine == "x_prev":  # one scheduler (and solver history) per window
         for _ in windows:
-            window_scheduler = clone_scheduler(scheduler)
+            window_scheduler = stepping_scheduler(scheduler)
             window_scheduler.set_timesteps(num_inference_steps)
             window_schedulers.append(window_scheduler)
     chunks = [list(range(i, min(i + batch_size, len(windows)))) for i in range(0, len(windows), batch_size)]
@@ -259,7 +259,7 @@ def multidiffusion_sample(
             spans = [windows[i] for i in chunk]
             x_windows = torch.cat([x[:, :, start:end] for start, end in spans])  # (k*B, C, L, H, W)
             output = prediction_for_step(
-                denoise_fn, x_windows, timestep, master,
+                denoise_fn, x_windows, timestep, scheduler,
                 _window_inputs(cond, spans, temporal_cond_keys), _window_inputs(uncond, spans, temporal_cond_keys),
                 guidance_scale, clip_denoised)
             for position, window_index in enumerate(chunk):

@@ -10,10 +10,15 @@ with t uniform over the training timesteps.
 for epsilon targets and min(SNR(t), gamma) / (SNR(t) + 1) for v targets, i.e. the x0-space weight
 min(SNR, gamma) expressed for the target actually regressed.
 
-Learned variance: a model with 2C output channels (DeepFloyd IF) is supervised on its first C
-channels only. The variance half receives no gradient from this loss (Nichol & Dhariwal's
-L_vlb term is not implemented): it stays as the frozen T2I model learned it and is used by the
-DDPM sampler at inference.
+Learned variance: a model with 2C output channels (DeepFloyd IF) predicts epsilon (or v) and a
+log-variance interpolation (``learned_range``). `variance_loss` chooses how it trains:
+- "vlb" (default): improved DDPM's L_hybrid (Nichol & Dhariwal 2021, Sec. 3.1), the simple loss
+  above on the first C channels plus lambda * L_vlb on the variance half, with a stop-gradient on
+  the mean inside L_vlb (`lumiere.diffusion.variational_bound`). Sampling one uniform t estimates
+  L_vlb = sum_t L_t as T * L_t, so the per-sample term added is lambda * T * L_t (lambda = 0.001,
+  the paper's value; improved DDPM's code writes it as L_t * T / 1000).
+- "none": the simple loss on the first C channels only; the variance half gets no gradient.
+A model with C output channels has no variance half and both give the simple loss.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from lumiere.diffusion.process import (
     split_variance,
     training_target,
 )
+from lumiere.diffusion.variational_bound import PosteriorTables, variational_bound_terms
 from lumiere.errors import ConfigError
 
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
+VARIANCE_LOSSES = ("vlb", "none")
 
 Denoiser = Callable[[Tensor, Tensor, Mapping[str, Tensor]], Tensor]
 
@@ -50,27 +57,40 @@ class DiffusionObjective:
         prediction_type: str = "epsilon",          # "epsilon" | "v_prediction"
         loss_weighting: str = "uniform",           # "uniform" | "min_snr"
         min_snr_gamma: float = 5.0,                # Min-SNR clamp (Hang et al. 2023 use 5)
+        # A learned-variance U-Net (IF) keeps L_hybrid by default: its frozen layers were trained with
+        # it, and the STUNet's new temporal layers change the features the variance head reads, so
+        # without the bound term its variance would drift from what the sampler assumes.
+        variance_loss: str = "vlb",                # "vlb" (L_hybrid) | "none" (simple loss only)
+        vlb_weight: float = 0.001,                 # lambda of L_hybrid (improved DDPM)
     ) -> None:
         check_prediction_type(prediction_type)
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ConfigError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
         if min_snr_gamma <= 0:
             raise ConfigError(f"min_snr_gamma must be positive, got {min_snr_gamma}")
+        if variance_loss not in VARIANCE_LOSSES:
+            raise ConfigError(f"variance_loss must be one of {VARIANCE_LOSSES}, got {variance_loss!r}")
+        if vlb_weight < 0:
+            raise ConfigError(f"vlb_weight must be >= 0, got {vlb_weight}")
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = beta_schedule
         self.prediction_type = prediction_type
         self.loss_weighting = loss_weighting
         self.min_snr_gamma = float(min_snr_gamma)
+        self.variance_loss = variance_loss
+        self.vlb_weight = float(vlb_weight)
         # The schedule is taken from the scheduler class the samplers use, so training and
         # sampling cannot disagree on alpha_bar.
         reference = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                                   prediction_type=prediction_type)
         self.alphas_cumprod: Tensor = reference.alphas_cumprod.clone()
+        self.posterior = PosteriorTables(self.alphas_cumprod)
 
     def __repr__(self) -> str:
         return (f"DiffusionObjective(num_train_timesteps={self.num_train_timesteps}, "
                 f"beta_schedule={self.beta_schedule!r}, prediction_type={self.prediction_type!r}, "
-                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma})")
+                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma}, "
+                f"variance_loss={self.variance_loss!r}, vlb_weight={self.vlb_weight})")
 
     # ------------------------------------------------------------------ noise
     def draw_noise(self, shape: Sequence[int], generator: torch.Generator | None = None,
@@ -123,8 +143,10 @@ class DiffusionObjective:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Weighted denoising loss of `denoise_fn(x_t, t, cond)` on clean samples x0 (B, C, ...).
 
-        Returns the scalar loss (batch mean of the weighted per-sample MSE) and an info dict:
-        `loss_per_sample` (weighted), `mse_per_sample` (unweighted), `weights`, `timesteps`.
+        Returns the scalar loss (batch mean of the per-sample losses) and an info dict:
+        `loss_per_sample` (weighted MSE, plus the bound term for a learned variance under "vlb"),
+        `mse_per_sample` (unweighted), `weights`, `timesteps`, and `vlb_per_sample` (L_t in bits
+        per dimension) when the bound term is used.
         """
         batch, channels = x0.shape[:2]
         if timesteps is None:
@@ -142,12 +164,19 @@ class DiffusionObjective:
         if model_output.shape[0] != batch or model_output.shape[2:] != x0.shape[2:]:
             raise ConfigError(f"the denoiser returned shape {tuple(model_output.shape)} for input "
                               f"{tuple(x0.shape)}")
-        prediction, _ = split_variance(model_output, channels)  # the variance half is not trained
+        prediction, variance = split_variance(model_output, channels)
         target = self.target(x0, noise, timesteps)
         reduce_dims = tuple(range(1, x0.ndim))
-        mse = (prediction.float() - target.float()).pow(2).mean(dim=reduce_dims)
+        compute_dtype = torch.promote_types(prediction.dtype, torch.float32)
+        mse = (prediction.to(compute_dtype) - target.to(compute_dtype)).pow(2).mean(dim=reduce_dims)
         weights = self.loss_weights(timesteps).to(mse.dtype)
         per_sample = weights * mse
-        info = {"loss_per_sample": per_sample.detach(), "mse_per_sample": mse.detach(),
-                "weights": weights, "timesteps": timesteps}
+        info = {"mse_per_sample": mse.detach(), "weights": weights, "timesteps": timesteps}
+        if variance is not None and self.variance_loss == "vlb":
+            vlb = variational_bound_terms(self.posterior, x0.to(compute_dtype), x_t.to(compute_dtype), timesteps,
+                                          prediction.to(compute_dtype), variance.to(compute_dtype),
+                                          self.prediction_type)
+            per_sample = per_sample + self.vlb_weight * self.num_train_timesteps * vlb
+            info["vlb_per_sample"] = vlb.detach()
+        info["loss_per_sample"] = per_sample.detach()
         return per_sample.mean(), info
