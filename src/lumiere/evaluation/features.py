@@ -50,11 +50,11 @@ def i3d_fvd_metric(i3d: nn.Module, ddof: int = 1, real_statistics: str | os.Path
                                 real_statistics=real_statistics)
 
 
-def check_fvd_frames(num_frames: int, what: str = "the clips") -> None:
+def check_fvd_frames(num_frames: int, what: str = "the clips",
+                     hint: str = "evaluate clips of >= 16 frames or turn the I3D column off (evaluation.i3d.enabled=false)") -> None:
+    """A clip length the I3D FVD cannot read is one line; ``hint`` says what to change in the caller's mode."""
     if num_frames < FVD_FRAMES:
-        raise ConfigError(
-            f"the I3D FVD reads the first {FVD_FRAMES} frames but {what} have {num_frames}; "
-            "evaluate clips of >= 16 frames or turn the I3D column off (evaluation.i3d.enabled=false)")
+        raise ConfigError(f"the I3D FVD reads the first {FVD_FRAMES} frames but {what} have {num_frames}; {hint}")
 
 
 class Throughput:

@@ -1,4 +1,5 @@
-"""The evaluate task that ``evaluate.py`` runs: ``evaluation=synthetic`` (default) or ``evaluation=ucf101``.
+"""The evaluate task that ``evaluate.py`` runs: ``evaluation=synthetic`` (default), ``evaluation=ucf101`` or
+``evaluation=folder`` (FVD of your own real and generated clips).
 
 It turns the composed config into plain settings, runs the mode's protocol (``lumiere.evaluation``), writes the table as markdown,
 CSV and json into the run folder (``<stem>.md/.csv/.json``), prints it, sends it to the
@@ -18,7 +19,7 @@ from lumiere.evaluation.report import ResultTable, flat_metrics, log_table, writ
 
 log = logging.getLogger("lumiere")
 
-MODES = ("synthetic", "ucf101")
+MODES = ("synthetic", "ucf101", "folder")
 
 
 def run_mode(mode: str, evaluation: dict, out_dir: Path, ckpt_path: str | None, videos_dir: str | None,
@@ -39,7 +40,29 @@ def run_mode(mode: str, evaluation: dict, out_dir: Path, ckpt_path: str | None, 
         table = evaluate_ucf101(settings_from_dict(evaluation), out_dir, ckpt_path=ckpt_path, device=device,
                                 progress=progress)
         return table, "ucf101_eval"
+    if mode == "folder":
+        return run_folder_mode(evaluation, out_dir, ckpt_path, videos_dir, device, progress), "folder_eval"
     raise ConfigError(f"evaluation.mode must be one of {MODES}, got {mode!r}")
+
+
+def run_folder_mode(evaluation: dict, out_dir: Path, ckpt_path: str | None, videos_dir: str | None, device,
+                    progress: bool) -> ResultTable:
+    """``evaluation=folder``: the prompts and the fps of the viewing copies come from the generate task's
+    option checks (``read_prompts``, ``output_fps``: the checkpoint's training frame rate)."""
+    from lumiere.evaluation.folder import evaluate_folder, settings_from_dict
+    from lumiere.tasks.generation import output_fps, read_prompts
+
+    if videos_dir:
+        raise ConfigError("evaluation=folder reads its generated clips from evaluation.generated=PATH, not videos_dir")
+    settings = settings_from_dict(evaluation)
+    prompts, fps = None, None
+    if ckpt_path:
+        prompts = read_prompts(None, settings.prompt_file) if settings.prompt_file else None
+        fps = output_fps(None, ckpt_path) if Path(ckpt_path).is_file() else None
+    elif settings.prompt_file:
+        raise ConfigError("evaluation.prompt_file is read only when sampling: set ckpt_path=PATH too, or drop it")
+    return evaluate_folder(settings, out_dir, ckpt_path=ckpt_path, prompts=prompts, device=device,
+                           progress=progress, mp4_fps=fps)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
