@@ -68,20 +68,6 @@ def test_fsdp_units_hold_all_stunet_trainable_weights_and_no_frozen_ones():
     assert plan.trainable_in_root == ["unet.conv_in.weight", "unet.conv_in.bias"]
 
 
-def test_sharded_fsdp_refuses_the_ema_until_it_is_shard_aware():
-    strategy = distributed.fsdp_strategy()
-    with pytest.raises(ConfigError, match="ema_decay=null"):
-        distributed.check_model_for_strategy(strategy, _WithEma(0.999))
-    distributed.check_model_for_strategy(strategy, _WithEma(None))
-    distributed.check_model_for_strategy(distributed.fsdp_strategy(sharding_strategy="NO_SHARD"), _WithEma(0.999))
-
-
-class _WithEma(torch.nn.Module):
-    def __init__(self, ema_decay):
-        super().__init__()
-        self.ema_decay = ema_decay
-
-
 def test_bad_wrap_class_names_are_config_errors():
     with pytest.raises(ConfigError, match="cannot import"):
         distributed.resolve_module_classes(["lumiere.models.temporal.NoSuchBlock"])

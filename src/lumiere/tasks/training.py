@@ -315,8 +315,13 @@ def _train_locked(cfg: DictConfig, output_dir: str) -> dict[str, float]:
             raise PreemptionExit(preemption.exit_signal(), preemption.saved_checkpoint) from stop
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()
                if torch.is_tensor(value) and value.numel() == 1}
-    if cfg.get("export_dir") and trainer.is_global_zero:
-        model.export_pretrained(cfg.export_dir)
-        log.info("exported components to %s", cfg.export_dir)
+    if cfg.get("export_dir"):
+        from lumiere.training import distributed
+
+        # under FSDP every rank takes part in gathering the (EMA) weights that rank 0 writes
+        with distributed.gathered_weights(trainer.strategy.model, model.ema):
+            if trainer.is_global_zero:
+                model.export_pretrained(cfg.export_dir)
+                log.info("exported components to %s", cfg.export_dir)
     log.info("metrics: %s", metrics)
     return metrics

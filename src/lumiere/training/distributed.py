@@ -12,6 +12,8 @@ holds the decisions that are ours (docs/cluster.md tells the user-facing side):
   shards and the units activation checkpointing recomputes. Each is trainable through and
   through, so no wrap unit mixes trainable and frozen weights; the frozen T2I U-Net and text
   encoder stay in the root unit (see `fsdp_strategy` for why `use_orig_params=True` anyway).
+* FSDP keeps the EMA: each rank averages its own shard of the weights, and the EMA is saved the
+  way the weights are ("full" or "sharded"); `gathered_weights` gathers them for an export.
 * The SLURM environment with Lightning's own requeue handler switched off: requeueing has one
   owner, `lumiere.training.preemption.PreemptionCheckpoint`.
 * A guard against the one launch that cannot work: a Hydra multirun job that asks Lightning to
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.precision import FSDPPrecision
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
@@ -83,8 +87,40 @@ def resolve_module_classes(classes: Iterable[str | type]) -> set[type[nn.Module]
     return resolved
 
 
+# Where a sharded checkpoint keeps the EMA: beside the model's tensors in the distributed-checkpoint
+# folder (`checkpoint["ema"]["shadow"]` in the metadata file names this place instead of the tensors).
+EMA_SHARDED_PREFIX = "_lumiere_ema."
+EMA_IN_SHARDED_FOLDER = "in the sharded checkpoint folder"
+
+
+class ShardedNormClippingPrecision(FSDPPrecision):
+    """Lightning's FSDP precision plugin with gradient-norm clipping (`trainer.gradient_clip_val`).
+
+    Lightning refuses norm clipping under FSDP because the plugin has no handle on the root FSDP
+    module, whose `clip_grad_norm_` computes the norm over all ranks' gradient shards (the norm of
+    one rank's shard, which `torch.nn.utils.clip_grad_norm_` would take, is not the gradient's);
+    the strategy gives it that handle after wrapping."""
+
+    root_module: nn.Module | None = None
+
+    def clip_grad_by_norm(self, optimizer: Any, clip_val: float) -> None:
+        if self.root_module is None:
+            raise RuntimeError("gradient clipping before the FSDP strategy wrapped the model")
+        self.root_module.clip_grad_norm_(clip_val)
+
+
 class TemporalBlockFSDPStrategy(FSDPStrategy):
-    """FSDPStrategy whose gradients reduce in `reduce_dtype` whatever the precision plugin says."""
+    """FSDPStrategy that shards the module's EMA with its weights and runs on CPU (gloo) too.
+
+    * gradients reduce in `reduce_dtype` whatever the precision plugin says, and
+      `trainer.gradient_clip_val` clips by the norm of the whole (sharded) gradient;
+    * after wrapping, the LightningModule's `ema` keeps only this rank's shard of each weight
+      (`ExponentialMovingAverage.shard_for_fsdp`), and a "sharded" checkpoint stores it as sharded
+      tensors in the checkpoint folder ("full": gathered into `checkpoint["ema"]` on rank 0);
+    * on CPU torch FSDP needs `device_id=torch.device("cpu")` (Lightning passes the device index,
+      None on CPU, which torch refuses: "FSDP needs a non-CPU accelerator device"), and a full
+      state dict gathered without offloading (see `lightning_module_state_dict`).
+    """
 
     def __init__(self, *args: Any, reduce_dtype: torch.dtype | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -98,6 +134,101 @@ class TemporalBlockFSDPStrategy(FSDPStrategy):
         if config is None or self.reduce_dtype is None:
             return config
         return dataclasses.replace(config, reduce_dtype=self.reduce_dtype)
+
+    @property
+    def precision_plugin(self) -> FSDPPrecision:
+        return super().precision_plugin
+
+    @precision_plugin.setter
+    def precision_plugin(self, plugin: Any) -> None:
+        if isinstance(plugin, FSDPPrecision) and not isinstance(plugin, ShardedNormClippingPrecision):
+            plugin = ShardedNormClippingPrecision(plugin.precision, plugin.scaler)
+        FSDPStrategy.precision_plugin.fset(self, plugin)
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if self.root_device.type == "cpu" and not any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            from lightning.fabric.strategies.fsdp import _move_torchmetrics_to_device, _setup_activation_checkpointing
+
+            # Lightning's FSDPStrategy._setup_model with the one argument CPU needs changed.
+            model = FullyShardedDataParallel(
+                module=model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
+                sharding_strategy=self.sharding_strategy, device_id=self.root_device, **self.kwargs)
+            _move_torchmetrics_to_device(model, self.root_device)
+            _setup_activation_checkpointing(model, self._activation_checkpointing_kwargs)
+        else:
+            model = super()._setup_model(model)
+        if isinstance(self._precision_plugin, ShardedNormClippingPrecision):
+            self._precision_plugin.root_module = model
+        ema = getattr(self.lightning_module, "ema", None)
+        if ema is not None and not ema.is_sharded:
+            ema.shard_for_fsdp(model, self._state_dict_type)
+        return model
+
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        if self._state_dict_type != "full" or self.root_device.type != "cpu":
+            return super().lightning_module_state_dict()
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        # Lightning gathers with offload_to_cpu=True; with the parameters already on the CPU, torch
+        # FSDP's full state dict then clones freed memory (a segmentation fault, torch 2.13 CPU).
+        with FSDP.state_dict_type(self.model, StateDictType.FULL_STATE_DICT,
+                                  FullStateDictConfig(offload_to_cpu=False, rank0_only=True)):
+            return self.model.state_dict()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
+        ema = checkpoint.get("ema")
+        if self._state_dict_type == "sharded" and isinstance(ema, dict) and isinstance(ema.get("shadow"), dict):
+            # The metadata file is written by rank 0 alone; each rank's EMA shards go with the weights.
+            checkpoint["state_dict"] = {**checkpoint["state_dict"],
+                                        **{EMA_SHARDED_PREFIX + k: v for k, v in ema["shadow"].items()}}
+            checkpoint["ema"] = {**ema, "shadow": EMA_IN_SHARDED_FOLDER}
+        super().save_checkpoint(checkpoint, filepath, storage_options)
+
+    @staticmethod
+    def _saved_weights(path) -> dict[str, Any]:
+        """{name: tensor or tensor metadata} of the model weights a full file or sharded folder holds."""
+        if path.is_dir():
+            from torch.distributed.checkpoint import FileSystemReader
+
+            metadata = FileSystemReader(path).read_metadata().state_dict_metadata
+            return {key[len("model."):]: value for key, value in metadata.items()
+                    if key.startswith("model.") and not key.startswith("model." + EMA_SHARDED_PREFIX)}
+        from lightning.fabric.utilities.load import _lazy_load
+
+        return dict(_lazy_load(path).get("state_dict", {}))
+
+    def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
+        from pathlib import Path
+
+        from lightning.fabric.strategies.fsdp import _distributed_checkpoint_load
+
+        saved_weights = self._saved_weights(Path(self.broadcast(checkpoint_path)))
+        checkpoint = super().load_checkpoint(checkpoint_path, weights_only)
+        # Lightning loads the weights into the FSDP model and drops them from the dict; put back what the
+        # file holds (lazily read tensors, or the folder's tensor metadata) for the module's own checks
+        # (`DiffusionModule.on_load_checkpoint` refuses a checkpoint that lacks trainable weights), under
+        # the names the wrapped module's parameters now have (with FSDP's and checkpointing's prefixes).
+        from torch.distributed.fsdp._common_utils import clean_tensor_name
+
+        wrapped_names = {clean_tensor_name(n): n for n, _ in self.lightning_module.named_parameters()}
+        checkpoint.setdefault("state_dict", {wrapped_names.get(k, k): v for k, v in saved_weights.items()})
+        ema_state = checkpoint.get("ema")
+        if not (isinstance(ema_state, dict) and ema_state.get("shadow") == EMA_IN_SHARDED_FOLDER):
+            return checkpoint
+        ema = getattr(self.lightning_module, "ema", None)
+        if ema is None:  # a run without EMA resumes the weights only
+            checkpoint.pop("ema")
+            return checkpoint
+        # The current EMA in sharded form is the template the folder's shards are read into
+        # (any world size: the distributed checkpoint reshards).
+        template = {EMA_SHARDED_PREFIX + k: v for k, v in ema.state_dict()["shadow"].items()}
+        state = {"model": template}
+        _distributed_checkpoint_load(state, Path(self.broadcast(checkpoint_path)))
+        checkpoint["ema"] = {**ema_state, "shadow": {k[len(EMA_SHARDED_PREFIX):]: v for k, v in state["model"].items()}}
+        return checkpoint
 
 
 def fsdp_strategy(
@@ -189,12 +320,35 @@ def is_sharded_fsdp(strategy: Any) -> bool:
 def check_model_for_strategy(strategy: Any, module: nn.Module) -> None:
     """Refuse, before any compute, a model that the strategy would break at its first step.
 
-    Under sharded FSDP the parameters become flat per-rank shards after wrapping, while the EMA
-    (`lumiere.training.ema`) keeps full-shape copies made before wrapping: its first update would
-    fail deep inside Lightning. Until the EMA is shard-aware, ask for `model.ema_decay=null`."""
-    if is_sharded_fsdp(strategy) and getattr(module, "ema_decay", None):
-        raise ConfigError("the EMA is not shard-aware yet: set model.ema_decay=null with trainer=fsdp "
-                          "(or trainer.strategy.sharding_strategy=NO_SHARD)")
+    Under sharded FSDP the EMA (`lumiere.training.ema`) follows each original parameter to its
+    shard, which needs the original parameters kept (`use_orig_params=True`): without them FSDP
+    replaces the parameters by flat ones and the EMA would average tensors no longer trained."""
+    if (is_sharded_fsdp(strategy) and getattr(module, "ema_decay", None)
+            and not strategy.kwargs.get("use_orig_params", False)):
+        raise ConfigError("the EMA under sharded FSDP needs trainer.strategy.use_orig_params=true "
+                          "(or model.ema_decay=null for no EMA)")
+
+
+@contextmanager
+def gathered_weights(model: nn.Module, ema: Any | None = None) -> Iterator[None]:
+    """On every rank: the EMA weights swapped in and, under FSDP, gathered to full shape on rank 0.
+
+    For exporting from rank 0 after an FSDP fit: every rank must enter (FSDP all-gathers each
+    unit), and inside it rank 0's module holds full-shape parameters (offloaded to the CPU), so `export_pretrained`
+    writes the same files as after a single-device run. `model` is `trainer.strategy.model`; with
+    no FSDP module in it only the EMA is swapped in. The EMA is swapped in first, while the
+    parameters are still shards; the export's own EMA swap inside is then a no-op."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    with ema.swapped_in() if ema is not None else nullcontext():
+        if isinstance(model, FullyShardedDataParallel):
+            # Offloading parameters that are on the CPU already segfaults (as in lightning_module_state_dict).
+            offload = getattr(model, "compute_device", torch.device("cpu")).type != "cpu"
+            with FullyShardedDataParallel.summon_full_params(model, writeback=False, rank0_only=True,
+                                                             offload_to_cpu=offload):
+                yield
+        else:
+            yield
 
 
 # ---------------------------------------------------------------------------- launching
