@@ -31,6 +31,11 @@ The paper's temporal blocks see the video features only. One optional argument,
 ``temporal_conditioning``, adds the CPU demo's extension (a per-frame caption embedding read by
 every temporal block; ``lumiere.models.temporal_conditioning``); ``None`` is the paper.
 
+Two more optional arguments are not in the paper and are off by default: ``activation_checkpointing``
+(which blocks recompute their activations in backward, per level; ``lumiere.models.checkpointing``)
+and ``compile_temporal`` (``torch.compile`` of the temporal modules; ``lumiere.models.temporal_layout``,
+which also holds the containers of the temporal modules and the layout they run in).
+
 Dimension legend (einops): b batch, t frames (at the current level), c channels, h height,
 w width, l text tokens, d text width.
 """
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from diffusers.models.attention_processor import Attention
@@ -47,9 +53,9 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.unets import UNet2DConditionModel
 from einops import rearrange
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from lumiere.errors import ConfigError
+from lumiere.models.checkpointing import CheckpointingSpec, CheckpointPolicy, LevelSpec, resolve_levels
 from lumiere.models.t2i import check_inflatable_unet, unet_text_dim
 from lumiere.models.temporal import (
     FactorizedSpaceTimeConvBlock,
@@ -58,8 +64,9 @@ from lumiere.models.temporal import (
     TemporalUpsample,
 )
 from lumiere.models.temporal_conditioning import PerFrameEmbedding, TemporalConditioning
+from lumiere.models.temporal_layout import LevelTemporalModules, TemporalStack, compile_temporal_modules
 
-LevelSpec = Sequence[int] | str | None  # "all", "none", a list of level indices, or None for the paper default
+__all__ = ["LevelSpec", "STUNet", "build_fixed_resolution_inflation"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,54 +121,11 @@ def _spatial_resample(sampler: nn.Module, x: torch.Tensor, temb: torch.Tensor, u
     return sampler(x)
 
 
-# ----------------------------------------------------------------------------------------------
-# Containers for the new temporal modules
-# ----------------------------------------------------------------------------------------------
-
-
-class TemporalStack(nn.Module):
-    """The temporal modules that follow one pre-trained spatial layer (an inflation block of Fig. 4b/c)."""
-
-    def __init__(self, blocks: Sequence[nn.Module]):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor | None = None) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, num_frames, emb)
-        return x
-
-
-class LevelTemporalModules(nn.Module):
-    """Temporal modules of one U-Net block: one TemporalStack per pre-trained layer, plus an optional temporal resampler."""
-
-    def __init__(self, layers: Sequence[TemporalStack], resample: nn.Module | None):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-        self.resample = resample
-
-
 def _num_heads(channels: int, head_dim: int) -> int:
     heads = max(1, channels // head_dim)
     while channels % heads:
         heads -= 1
     return heads
-
-
-def _resolve_levels(spec: LevelSpec, default: Sequence[int], num_levels: int, name: str) -> tuple[int, ...]:
-    if spec is None:
-        return tuple(default)
-    if isinstance(spec, str):
-        if spec == "all":
-            return tuple(range(num_levels))
-        if spec == "none":
-            return ()
-        raise ConfigError(f"{name} must be 'all', 'none', or a list of level indices, got {spec!r}")
-    levels = tuple(sorted({int(i) for i in spec}))
-    bad = [i for i in levels if not 0 <= i < num_levels]
-    if bad:
-        raise ConfigError(f"{name}: levels {bad} out of range for a U-Net with {num_levels} levels (0..{num_levels - 1})")
-    return levels
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,7 +147,12 @@ class STUNet(nn.Module):
         temporal_attention_head_dim: int = 64,  # heads = channels // head_dim (at least 1)
         temporal_kernel_size: int = 3,  # taps of every temporal 1D conv
         resampling_init: str = "identity",  # "identity" (App. B) or "he" (the Fig. 12 ablation)
-        gradient_checkpointing: bool = False,  # recompute each layer in backward to save activation memory
+        gradient_checkpointing: bool = False,  # the same as activation_checkpointing="all" (kept for older configs)
+        # Not in the paper (a memory-for-compute trade, lumiere.models.checkpointing): which blocks recompute
+        # their activations in backward, "none" | "spatial" | "temporal" | "all" | {spatial: levels, temporal: levels}.
+        activation_checkpointing: CheckpointingSpec = None,
+        # Not in the paper (a GPU speed option, lumiere.models.temporal_layout): torch.compile the temporal modules.
+        compile_temporal: bool = False,
         # Not in the paper: a factory (text_dim=, emb_dim=) -> TemporalConditioning that gives every temporal
         # block a per-frame caption embedding (the CPU demo's extension); None is the paper.
         temporal_conditioning: Callable[..., TemporalConditioning] | None = None,
@@ -193,7 +162,6 @@ class STUNet(nn.Module):
         self.unet = unet
         self.unet.requires_grad_(False)  # the text-to-image weights stay fixed (Sec. 3.1)
         self.unet.eval()
-        self.gradient_checkpointing = gradient_checkpointing
         self._trainable_unet_modules: list[str] = []  # e.g. "conv_in" after channel expansion (Sec. 4.2)
 
         down_blocks, up_blocks = unet.down_blocks, unet.up_blocks
@@ -212,8 +180,12 @@ class STUNet(nn.Module):
         else:
             levels = []
         self.temporal_downsample_levels = tuple(levels)
-        self.conv_block_levels = _resolve_levels(conv_block_levels, range(coarsest), num_levels, "conv_block_levels")
-        self.attention_levels = _resolve_levels(attention_levels, [coarsest], num_levels, "attention_levels")
+        if gradient_checkpointing and activation_checkpointing not in (None, "none", "all"):
+            raise ConfigError(f"gradient_checkpointing=true means activation_checkpointing='all'; got both it and "
+                              f"activation_checkpointing={activation_checkpointing!r}: set only activation_checkpointing")
+        self.checkpointing = CheckpointPolicy.parse("all" if gradient_checkpointing else activation_checkpointing, num_levels)
+        self.conv_block_levels = resolve_levels(conv_block_levels, range(coarsest), num_levels, "conv_block_levels")
+        self.attention_levels = resolve_levels(attention_levels, [coarsest], num_levels, "attention_levels")
         self.temporal_conditioning = (
             temporal_conditioning(text_dim=unet_text_dim(unet), emb_dim=self._embedding_dim(unet))
             if temporal_conditioning is not None
@@ -264,8 +236,19 @@ class STUNet(nn.Module):
         num_up = sum(m.resample is not None for m in self.up_temporal)
         if num_up != len(self.temporal_downsample_levels):  # e.g. a U-Net whose up path does not mirror its down path
             raise ConfigError("this U-Net's up-samplers do not mirror its down-samplers; cannot place temporal up-sampling")
+        if compile_temporal:
+            compile_temporal_modules([*self.down_temporal, *self.up_temporal], self.mid_temporal)
 
     # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """True when any block recomputes its activations (older name; see ``activation_checkpointing``)."""
+        return self.checkpointing.enabled
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, enabled: bool) -> None:
+        self.checkpointing = CheckpointPolicy.parse("all" if enabled else "none", len(self.down_temporal))
 
     @staticmethod
     def _embedding_dim(unet: UNet2DConditionModel) -> int:
@@ -355,16 +338,6 @@ class STUNet(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------
 
-    def _run(self, fn, *args):
-        """Run one layer, recomputing it in backward when gradient checkpointing is on.
-
-        Non-reentrant checkpointing passes gradients through the frozen blocks to the temporal
-        layers before them even though no frozen parameter requires grad.
-        """
-        if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
-
     def _video_conditioning(self, sample, timestep, encoder_hidden_states, encoder_attention_mask, class_labels) -> _VideoConditioning:
         """Time, class (SSR noise level) and pooled-text embeddings per video, as UNet2DConditionModel.forward computes them."""
         unet = self.unet
@@ -387,34 +360,26 @@ class STUNet(nn.Module):
             text_bias = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
         return _VideoConditioning(emb, text, text_bias)
 
-    def _down_layer(self, resnet, attn, temporal, x, num_frames, temb, text, text_bias, temporal_emb):
-        x = resnet(x, temb)
-        if attn is not None:
-            x = _cross_attention(attn, x, text, text_bias)
-        return temporal(x, num_frames, temporal_emb)
+    @staticmethod
+    def _spatial_layer(resnet, attn, temb, text, text_bias, x, skip=None):
+        """One pre-trained layer: a ResNet block (on x and the level's skip, in the up path) and its attention."""
+        x = resnet(x if skip is None else torch.cat([x, skip], dim=1), temb)
+        return x if attn is None else _cross_attention(attn, x, text, text_bias)
 
-    def _up_layer(self, resnet, attn, temporal, x, skip, num_frames, temb, text, text_bias, temporal_emb):
-        x = resnet(torch.cat([x, skip], dim=1), temb)
-        if attn is not None:
-            x = _cross_attention(attn, x, text, text_bias)
-        return temporal(x, num_frames, temporal_emb)
-
-    def _resample(self, samplers, temporal_resample, x, num_frames, temb, upsample_size=None):
+    @staticmethod
+    def _spatial_resamplers(samplers, temb, upsample_size, x):
         for sampler in samplers:
             x = _spatial_resample(sampler, x, temb, upsample_size)
-        if temporal_resample is not None:
-            x = temporal_resample(x, num_frames)
         return x
 
-    def _mid(self, x, num_frames, temb, text, text_bias, temporal_emb):
+    def _mid_block(self, temb, text, text_bias, x):
         mid = self.unet.mid_block
-        if mid is not None:
-            if getattr(mid, "has_cross_attention", False):
-                x = mid(x, temb, encoder_hidden_states=text, attention_mask=None, cross_attention_kwargs=None,
-                        encoder_attention_mask=text_bias)
-            else:
-                x = mid(x, temb)
-        return self.mid_temporal(x, num_frames, temporal_emb)
+        if mid is None:
+            return x
+        if getattr(mid, "has_cross_attention", False):
+            return mid(x, temb, encoder_hidden_states=text, attention_mask=None, cross_attention_kwargs=None,
+                       encoder_attention_mask=text_bias)
+        return mid(x, temb)
 
     def forward(
         self,
@@ -449,26 +414,34 @@ class STUNet(nn.Module):
         x = unet.conv_in(rearrange(sample, "b c t h w -> (b t) c h w"))
         skips = [x]
 
+        # Each pre-trained part runs with the temporal modules after it, through the checkpointing
+        # policy (functools.partial: a recomputed part is called again in backward, after the loop moved on).
+        run = self.checkpointing.run
+        coarsest = len(unet.down_blocks) - 1
+
         # Down path: pre-trained layers + temporal blocks; spatial then temporal downsampling.
-        for block, temporal in zip(unet.down_blocks, self.down_temporal):
+        for level, (block, temporal) in enumerate(zip(unet.down_blocks, self.down_temporal)):
             temb, text, text_bias = cond.at(frames)
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
             for resnet, attn, layer_temporal in zip(block.resnets, attentions, temporal.layers):
-                x = self._run(self._down_layer, resnet, attn, layer_temporal, x, frames, temb, text, text_bias,
-                              cond.temporal_at(frames))
+                x = run(level, partial(self._spatial_layer, resnet, attn, temb, text, text_bias),
+                        partial(layer_temporal, num_frames=frames, emb=cond.temporal_at(frames)), x)
                 skips.append(x)
             if block.downsamplers is not None:
-                x = self._run(self._resample, block.downsamplers, temporal.resample, x, frames, temb)
+                x = run(level, partial(self._spatial_resamplers, block.downsamplers, temb, None), _temporal_resampler(temporal, frames), x)
                 if temporal.resample is not None:
                     frames //= 2
                 # The downsampled tensor is also the skip of the next level: it carries the new frame count.
                 skips.append(x)
 
         # Coarsest level: mid block, then the stacked temporal attention.
-        x = self._run(self._mid, x, frames, *cond.at(frames), cond.temporal_at(frames))
+        temb, text, text_bias = cond.at(frames)
+        x = run(coarsest, partial(self._mid_block, temb, text, text_bias),
+                partial(self.mid_temporal, num_frames=frames, emb=cond.temporal_at(frames)), x)
 
         # Up path: pre-trained layers (concatenating skips) + temporal blocks; spatial then temporal upsampling.
         for j, (block, temporal) in enumerate(zip(unet.up_blocks, self.up_temporal)):
+            level = coarsest - j
             temb, text, text_bias = cond.at(frames)
             level_skips, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
             attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
@@ -476,12 +449,13 @@ class STUNet(nn.Module):
                 skip = level_skips.pop()
                 if skip.shape[0] != x.shape[0]:
                     raise RuntimeError(f"skip with {skip.shape[0]} folded frames meets features with {x.shape[0]}")
-                x = self._run(self._up_layer, resnet, attn, layer_temporal, x, skip, frames, temb, text, text_bias,
-                              cond.temporal_at(frames))
+                x = run(level, partial(self._spatial_layer, resnet, attn, temb, text, text_bias, skip=skip),
+                        partial(layer_temporal, num_frames=frames, emb=cond.temporal_at(frames)), x)
             if block.upsamplers is not None:
                 is_final = j == len(unet.up_blocks) - 1
                 upsample_size = skips[-1].shape[2:] if forward_upsample_size and not is_final else None
-                x = self._run(self._resample, block.upsamplers, temporal.resample, x, frames, temb, upsample_size)
+                x = run(level, partial(self._spatial_resamplers, block.upsamplers, temb, upsample_size),
+                        _temporal_resampler(temporal, frames), x)
                 if temporal.resample is not None:
                     frames *= 2
 
@@ -489,6 +463,15 @@ class STUNet(nn.Module):
             x = unet.conv_act(unet.conv_norm_out(x))
         x = unet.conv_out(x)
         return rearrange(x, "(b t) c h w -> b c t h w", b=b)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _temporal_resampler(temporal: LevelTemporalModules, num_frames: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The level's temporal down/up-sampler at ``num_frames`` frames, or the identity where it has none."""
+    return _identity if temporal.resample is None else partial(temporal.resample, num_frames=num_frames)
 
 
 def build_fixed_resolution_inflation(unet: UNet2DConditionModel, **kwargs) -> STUNet:

@@ -18,7 +18,10 @@ initialisation each is the identity (App. B, "inflation block ... residual struc
 
 All modules take frame-folded 2D feature maps ``x: ((b t), c, h, w)`` plus ``num_frames = t``, the
 layout the pre-trained 2D layers work in, and return the same layout (with ``t`` halved or doubled
-for the resampling modules).
+for the resampling modules). ``TemporalAttentionBlock`` also takes its own token layout
+``((b h w), t, c)`` and returns it, so that consecutive attention blocks convert once
+(``lumiere.models.temporal_layout.TemporalStack``); ``frames_to_tokens`` / ``tokens_to_frames``
+are the two conversions.
 
 The inflation blocks take one optional ``modulation`` module, applied to their normalised features
 with a per-frame embedding. The paper has none (``None``); the CPU demo's extension
@@ -44,6 +47,24 @@ RESAMPLING_INITS = ("identity", "he")
 def _check_folded(x: torch.Tensor, num_frames: int) -> None:
     if x.ndim != 4 or num_frames < 1 or x.shape[0] % num_frames != 0:
         raise ValueError(f"expected frame-folded features ((b t), c, h, w) with t={num_frames}, got shape {tuple(x.shape)}")
+
+
+def _check_tokens(x: torch.Tensor, num_frames: int) -> None:
+    if x.ndim != 3 or x.shape[1] != num_frames:
+        raise ValueError(f"expected temporal tokens ((b h w), t, c) with t={num_frames}, got shape {tuple(x.shape)}")
+
+
+def frames_to_tokens(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """((b t), c, h, w) -> ((b h w), t, c): every pixel's frames as a sequence, materialised (one copy).
+
+    Contiguous on purpose: with batch 1 the rearrangement alone is a strided view, and then every
+    layer norm and linear layer of every attention block would copy it again inside its kernel."""
+    return rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames).contiguous()
+
+
+def tokens_to_frames(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """((b h w), t, c) -> ((b t), c, h, w), the inverse of :func:`frames_to_tokens` (one copy, for the same reason)."""
+    return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=height, w=width).contiguous()
 
 
 def _check_kernel(kernel_size: int) -> None:
@@ -196,18 +217,27 @@ class TemporalAttentionBlock(nn.Module):
         self.proj_out = _zero_init(nn.Linear(channels, channels))  # identity block at init
 
     def forward(self, x: torch.Tensor, num_frames: int, emb: torch.Tensor | None = None) -> torch.Tensor:
-        _check_folded(x, num_frames)
+        """x: frame-folded ((b t), c, h, w), or tokens ((b h w), t, c) (no modulation); returns x's layout."""
         _check_modulation(self, emb)
+        if x.ndim == 3:
+            _check_tokens(x, num_frames)
+            if self.modulation is not None:  # the modulation reads frame-folded maps: it needs h and w
+                raise ValueError("a modulated TemporalAttentionBlock takes frame-folded features ((b t), c, h, w), not tokens")
+            return self._attend(x, num_frames)
+        _check_folded(x, num_frames)
         h, w = x.shape[-2:]
-        tokens = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)
+        return tokens_to_frames(self._attend(frames_to_tokens(x, num_frames), num_frames, emb, (h, w)), h, w)
+
+    def _attend(self, tokens: torch.Tensor, num_frames: int, emb: torch.Tensor | None = None,
+                spatial_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The residual attention on tokens ((b h w), t, c); ``spatial_size`` (h, w) only for the modulation."""
         normed = self.norm(tokens)
         if self.modulation is not None:  # the modulation reads frame-folded maps
-            frames = rearrange(normed, "(b h w) t c -> (b t) c h w", h=h, w=w)
-            normed = rearrange(self.modulation(frames, emb), "(b t) c h w -> (b h w) t c", t=num_frames)
+            frames = tokens_to_frames(normed, *spatial_size)
+            normed = frames_to_tokens(self.modulation(frames, emb), num_frames)
         # The position encoding is added after the norm so every frame sees where it sits in the clip
         # (attention alone is permutation-invariant over frames).
         normed = normed + frame_position_encoding(num_frames, normed.shape[-1], normed.device, normed.dtype)
         q, k, v = rearrange(self.to_qkv(normed), "n t (three heads d) -> three n heads t d", three=3, heads=self.num_heads)
         attended = rearrange(F.scaled_dot_product_attention(q, k, v), "n heads t d -> n t (heads d)")
-        tokens = tokens + self.proj_out(attended)
-        return rearrange(tokens, "(b h w) t c -> (b t) c h w", h=h, w=w)
+        return tokens + self.proj_out(attended)
