@@ -107,7 +107,8 @@ bench: install  ## Run the benchmark scripts (numbers go in docs/benchmarks.md)
 	$(PY) benchmarks/bench_multidiffusion.py
 	$(PY) benchmarks/bench_ssr_memory.py
 
-bench-gpu:  ## On a GPU (conda env): SDPA kernels and STUNet cost at 128x128, 16-80 frames -> outputs/gpu_checks
+bench-gpu:  ## On a GPU (conda env): planned vs measured memory, training throughput and MFU -> outputs/bench-gpu; SDPA kernels and STUNet cost -> outputs/gpu_checks
+	PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 480 $(GPU_PY) benchmarks/gpu_plan_and_throughput.py --out outputs/bench-gpu
 	PYTHON=$(GPU_PY) bash benchmarks/gpu_checks.sh outputs/gpu_checks
 
 demo-apps: install  ## After `make demo`: style T2I, conditional <J,C,M> model, then every Sec. 4 application
