@@ -256,7 +256,8 @@ def read_video_file(path: str | os.PathLike, num_frames: int | None = None) -> t
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
-def _plan_digest(plan: Sequence[PlanItem]) -> str:
+def plan_digest(plan: Sequence[PlanItem]) -> str:
+    """sha256 of the plan's items: the identity of a generation, kept in its ledger."""
     return hashlib.sha256(json.dumps([list(item) for item in plan]).encode()).hexdigest()
 
 
@@ -286,7 +287,7 @@ def generate_videos_resumable(
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     writer = writer or write_npy_video
-    digest = _plan_digest(plan)
+    digest = plan_digest(plan)
     ledger_path = out_dir / LEDGER_NAME
     completed: set[int] = set()
     if ledger_path.is_file():

@@ -7,24 +7,91 @@ FVD fits a Gaussian to the I3D embeddings of real and of generated videos and re
 give the same statistics. Reference statistics of UCF101 are computed once and saved
 (``save_real_statistics``), then loaded for every evaluation (``load_real_statistics``).
 
-Covariance normalisation: tfgan (the published FVD) divides by N - 1 (``ddof=1``, the default);
-StyleGAN-V and cd-fvd divide by N (``ddof=0``; +0.05% at N=2048, +0.5% at N=64).
+Two named conventions (``FVD_VARIANTS``), each with a short label printed beside its numbers:
+
+- ``tf1`` (the default; the reference FVD code): TF1 legacy bilinear resize to 224 and the
+  covariance divided by N - 1 (tfgan), label ``fvd[i3d,tf1-resize,cov=N-1]``;
+- ``stylegan-v`` (Skorokhodov et al. 2022, its ``fvd2048_16f``): the covariance divided by N
+  (StyleGAN-V and cd-fvd; +0.05% at N=2048, +0.5% at N=64) and PyTorch's half-pixel bilinear
+  resize (StyleGAN-V states that its FVD matches the TF code "up to the upsampling operation";
+  the exact resize inside its TorchScript I3D is not readable offline, so the label names what
+  this code does: ``fvd[i3d,torch-resize,cov=N]``). StyleGAN-V also scores 2048 clips per
+  side; the counts behind a number are reported with it, not fixed by the variant.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import einops
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.metrics._frozen import exclude_from_state_dict
-from lumiere.metrics.preprocessing import FVD_NUM_FRAMES, FVD_SIZE, fvd_variant, preprocess_for_fvd
+from lumiere.metrics.preprocessing import (
+    FVD_NUM_FRAMES,
+    FVD_SIZE,
+    fvd_variant,
+    preprocess_for_fvd,
+    quantize_to_uint8_range,
+)
+
+# Tensor dimension legend: b batch, c channels, t time, h height, w width.
+
+RESIZES = ("tf1", "torch")  # TF1 legacy bilinear (no half-pixel offset) | PyTorch bilinear (half-pixel)
+
+
+@dataclass(frozen=True)
+class FVDVariant:
+    """A named FVD convention: how frames are resized to 224 and the covariance divisor N - ddof."""
+
+    name: str
+    resize: str  # one of RESIZES
+    ddof: int
+
+
+FVD_VARIANTS = {
+    "tf1": FVDVariant("tf1", resize="tf1", ddof=1),
+    "stylegan-v": FVDVariant("stylegan-v", resize="torch", ddof=0),
+}
+
+
+def get_fvd_variant(name: str) -> FVDVariant:
+    """The convention called ``name``; a one-line :class:`ConfigError` naming the choices otherwise."""
+    if name not in FVD_VARIANTS:
+        raise ConfigError(f"unknown FVD variant {name!r}: choose one of {', '.join(FVD_VARIANTS)} (evaluation.fvd_variant)")
+    return FVD_VARIANTS[name]
+
+
+def preprocess_for_fvd_torch_resize(videos: torch.Tensor, num_frames: int = FVD_NUM_FRAMES, size: int = FVD_SIZE) -> torch.Tensor:
+    """As ``preprocess_for_fvd`` with PyTorch's bilinear resize (half-pixel centres, no antialias)
+    in place of TF1's legacy one: first frames, 0-255 quantisation, resize, ``2 x / 255 - 1``."""
+    if videos.ndim != 5 or videos.shape[1] != 3:
+        raise ConfigError(f"FVD expects RGB videos of shape (B, 3, T, H, W), got {tuple(videos.shape)}")
+    if videos.shape[2] < num_frames:
+        raise ConfigError(f"FVD uses the first {num_frames} frames; the videos have only {videos.shape[2]}")
+    frames = quantize_to_uint8_range(videos[:, :, :num_frames].to(torch.float32))
+    batch = frames.shape[0]
+    frames = einops.rearrange(frames, "b c t h w -> (b t) c h w")
+    frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
+    frames = einops.rearrange(frames, "(b t) c h w -> b c t h w", b=batch)
+    return 2.0 * frames / 255.0 - 1.0
+
+
+def _variant_name(resize: str, num_frames: int, size: int, ddof: int, features: str | None = None) -> str:
+    """The full variant string stored with statistics (the TF1 one is ``fvd_variant``'s, unchanged)."""
+    if features is None:
+        name = fvd_variant(num_frames, size, ddof)
+    else:
+        name = f"tf1-legacy-bilinear-{size}, first{num_frames}, {features}, ddof{ddof}"
+    return name if resize == "tf1" else name.replace(f"tf1-legacy-bilinear-{size}", f"torch-bilinear-{size}", 1)
 
 
 def _as_float64_numpy(value) -> np.ndarray:
@@ -101,11 +168,15 @@ class FrechetVideoDistance(Metric):
         feature_extractor: module mapping preprocessed videos to (B, D) features; default the
             Kinetics-400 I3D (``I3D.from_pretrained()``), or e.g. the synthetic domain classifier.
         feature_dim: D; read from ``feature_extractor.feature_dim`` when not given.
-        preprocess: ``True`` for the published FVD preprocessing (first 16 frames, 0-255, TF1
-            bilinear to 224), ``False`` to feed videos unchanged, or a callable.
+        preprocess: ``True`` for the published FVD preprocessing (first 16 frames, 0-255,
+            bilinear to 224 with ``resize``), ``False`` to feed videos unchanged, or a callable.
         ddof: covariance divisor N - ddof (1 as tfgan, 0 as StyleGAN-V / cd-fvd).
         variant: the variant name; derived from the settings when not given.
         real_statistics: path of an npz from ``save_real_statistics`` to load right away.
+        resize: ``"tf1"`` (TF1 legacy bilinear, the published FVD) or ``"torch"`` (PyTorch's
+            half-pixel bilinear, StyleGAN-V's convention); only read when ``preprocess`` is True.
+
+    ``label`` is the short convention string shown in tables (``fvd[i3d,tf1-resize,cov=N-1]``).
     """
 
     higher_is_better = False
@@ -122,15 +193,17 @@ class FrechetVideoDistance(Metric):
         ddof: int = 1,
         variant: str | None = None,
         real_statistics: str | os.PathLike | None = None,
+        resize: str = "tf1",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if ddof not in (0, 1):
             raise ConfigError(f"ddof must be 0 or 1, got {ddof}")
-        default_extractor = feature_extractor is None
-        if default_extractor:
-            from lumiere.metrics.i3d import I3D
+        if resize not in RESIZES:
+            raise ConfigError(f"resize must be one of {RESIZES}, got {resize!r}")
+        from lumiere.metrics.i3d import I3D
 
+        if feature_extractor is None:
             feature_extractor = I3D.from_pretrained()
         feature_extractor.eval().requires_grad_(False)
         self.feature_extractor = feature_extractor
@@ -140,18 +213,23 @@ class FrechetVideoDistance(Metric):
             raise ConfigError("FrechetVideoDistance needs feature_dim (or a feature_extractor with a feature_dim attribute)")
         self.feature_dim, self.ddof = int(dim), ddof
         if preprocess is True:
-            self._preprocess = lambda videos: preprocess_for_fvd(videos, num_frames=num_frames, size=size)
+            resize_fn = preprocess_for_fvd if resize == "tf1" else preprocess_for_fvd_torch_resize
+            self._preprocess = lambda videos: resize_fn(videos, num_frames=num_frames, size=size)
         elif preprocess is False:
             self._preprocess = lambda videos: videos
         else:
             self._preprocess = preprocess
+        is_i3d = isinstance(feature_extractor, I3D)
+        extractor_name = f"{type(feature_extractor).__name__}-{self.feature_dim}"
         if variant is None:
-            if default_extractor and preprocess is True:
-                variant = fvd_variant(num_frames, size, ddof)
+            if preprocess is True:
+                variant = _variant_name(resize, num_frames, size, ddof, None if is_i3d else extractor_name)
             else:
-                steps = f"tf1-legacy-bilinear-{size}, first{num_frames}" if preprocess is True else "custom-preprocessing"
-                variant = f"{steps}, {type(feature_extractor).__name__}-{self.feature_dim}, ddof{ddof}"
+                variant = f"custom-preprocessing, {extractor_name}, ddof{ddof}"
         self.variant = variant
+        features = "i3d" if is_i3d else extractor_name
+        steps = f"{resize}-resize" if preprocess is True else "custom-preprocessing"
+        self.label = f"fvd[{features},{steps},cov={'N-1' if ddof else 'N'}]"
 
         for side in ("real", "fake"):
             self.add_state(f"{side}_sum", torch.zeros(self.feature_dim, dtype=torch.float64), dist_reduce_fx="sum")
@@ -198,12 +276,13 @@ class FrechetVideoDistance(Metric):
         return torch.tensor(frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake), dtype=torch.float64)
 
     def result(self) -> dict:
-        """``{"fvd", "variant", "num_real", "num_fake", "ddof"}``: the number with how it was computed."""
+        """``{"fvd", "variant", "label", "num_real", "num_fake", "ddof"}``: the number with how it was computed."""
         fvd = float(self.compute())
         with self.sync_context(should_sync=self._to_sync, should_unsync=True):
             num_real = self._loaded_real[2] if self._loaded_real is not None else int(self.real_count.item())
             num_fake = int(self.fake_count.item())
-        return {"fvd": fvd, "variant": self.variant, "num_real": num_real, "num_fake": num_fake, "ddof": self.ddof}
+        return {"fvd": fvd, "variant": self.variant, "label": self.label, "num_real": num_real, "num_fake": num_fake,
+                "ddof": self.ddof}
 
     def save_real_statistics(self, path: str | os.PathLike) -> Path:
         """Save the real side as npz (mu, sigma, n, variant, ddof); only rank 0 writes under DDP."""
