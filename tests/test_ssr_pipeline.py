@@ -131,6 +131,7 @@ def test_cascade_rejects_a_base_model_whose_frames_are_not_the_ssr_input_size(wo
     save_unet(build_unet("if_stage1_tiny", sample_size=8), workspace / "artifacts" / "t2i_8px" / "unet")
     checkpoint = torch.load(base_ckpt, map_location="cpu", weights_only=True)
     checkpoint["lumiere"]["model_config"]["unet_path"] = str(workspace / "artifacts" / "t2i_8px" / "unet")
+    checkpoint["lumiere"]["model_config"]["resolution"] = 8  # the base's frame size is its configured resolution
     small_base = workspace / "base_8px.ckpt"
     torch.save(checkpoint, small_base)
 

@@ -221,14 +221,16 @@ def test_a_t2i_export_failing_midway_leaves_the_previous_export_intact(tmp_path,
         module.export_pretrained(str(out))
     assert str(failed.value) == f"could not export to {out}: No space left on device; the previous export is intact"
     assert export_files(out) == before
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "text_encoder", "unet"]  # no partial folder
+    # the pipeline layout of the export and nothing else: no partial folder
+    assert sorted(p.name for p in out.iterdir()) == ["model_index.json", "notes.txt", "scheduler", "text_encoder",
+                                                     "tokenizer", "unet"]
 
     monkeypatch.undo()
     module.export_pretrained(str(out))
     after = export_files(out)
     assert after.keys() == before.keys() and after["unet/diffusion_pytorch_model.safetensors"] != \
         before["unet/diffusion_pytorch_model.safetensors"]
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "text_encoder", "unet"]
+    assert sorted(p.name for p in out.iterdir()) == ["model_index.json", "notes.txt", "scheduler", "text_encoder", "tokenizer", "unet"]
 
 
 def test_an_ssr_export_failing_midway_leaves_the_previous_export_and_a_first_failure_leaves_nothing(tmp_path):

@@ -182,18 +182,23 @@ def unet_text_dim(unet: UNet2DConditionModel) -> int:
     return int(cfg.encoder_hid_dim if cfg.encoder_hid_dim is not None else cfg.cross_attention_dim)
 
 
-def load_unet(path: str | Path, preset: str | None = None, **overrides) -> UNet2DConditionModel:
-    """Load a U-Net from a local diffusers folder (``config.json`` + weights, or a pipeline folder
-    with ``unet/``), or from a ``.safetensors`` state dict plus the ``preset`` it was built from.
-    Nothing is downloaded: a hub id is rejected."""
+def load_unet(path: str | Path, preset: str | None = None, variant: str | None = None, **overrides) -> UNet2DConditionModel:
+    """Load a U-Net from a local diffusers folder (``config.json`` + safetensors weights, single-file or
+    sharded, of ``variant`` e.g. "fp16"; or a pipeline folder with ``unet/``), or from a ``.safetensors``
+    state dict plus the ``preset`` it was built from. Nothing is downloaded: a hub id is rejected.
+
+    Weights load in float32 whatever the variant's storage dtype (diffusers upcasts them); the stage
+    casts its frozen parts to its ``frozen_dtype`` afterwards."""
+    from lumiere.models.pipeline_folder import UNET_WEIGHTS, check_weight_files
+
     path = Path(path)
     if path.is_dir():
         folder = path / "unet" if not (path / "config.json").is_file() and (path / "unet" / "config.json").is_file() else path
         if not (folder / "config.json").is_file():
             raise InputFileError(f"{path} is not a diffusers U-Net folder (no config.json)")
+        check_weight_files(folder, UNET_WEIGHTS, variant, "U-Net")  # safetensors only: a pickled .bin is never loaded
         try:
-            # safetensors only: a pickled .bin in a folder handed to us is never loaded
-            return UNet2DConditionModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+            return UNet2DConditionModel.from_pretrained(folder, local_files_only=True, use_safetensors=True, variant=variant)
         except (OSError, ValueError) as err:
             raise InputFileError(f"cannot load the U-Net in {folder}: {str(err).splitlines()[0]}") from err
     if path.is_file():
@@ -238,12 +243,15 @@ def check_inflatable_unet(unet) -> None:
     cfg = unet.config
     for block in unet.down_blocks:
         if type(block).__name__ not in SUPPORTED_DOWN_BLOCKS:
-            raise ConfigError(f"unsupported down block {type(block).__name__}; supported: {SUPPORTED_DOWN_BLOCKS}")
+            raise ConfigError(f"the U-Net has a down block of type {type(block).__name__}, which the STUNet cannot inflate; "
+                              f"supported: {', '.join(SUPPORTED_DOWN_BLOCKS)}")
     for block in unet.up_blocks:
         if type(block).__name__ not in SUPPORTED_UP_BLOCKS:
-            raise ConfigError(f"unsupported up block {type(block).__name__}; supported: {SUPPORTED_UP_BLOCKS}")
+            raise ConfigError(f"the U-Net has an up block of type {type(block).__name__}, which the STUNet cannot inflate; "
+                              f"supported: {', '.join(SUPPORTED_UP_BLOCKS)}")
     if unet.mid_block is not None and type(unet.mid_block).__name__ not in SUPPORTED_MID_BLOCKS:
-        raise ConfigError(f"unsupported mid block {type(unet.mid_block).__name__}; supported: {SUPPORTED_MID_BLOCKS}")
+        raise ConfigError(f"the U-Net has a mid block of type {type(unet.mid_block).__name__}, which the STUNet cannot "
+                          f"inflate; supported: {', '.join(SUPPORTED_MID_BLOCKS)}")
     if cfg.addition_embed_type not in (None, "text"):
         raise ConfigError(f"addition_embed_type={cfg.addition_embed_type!r} is not supported (only None or 'text')")
     if cfg.encoder_hid_dim_type not in (None, "text_proj"):

@@ -10,6 +10,9 @@ stages freeze. Nothing here touches the network: every load is ``local_files_onl
 
 from __future__ import annotations
 
+import string
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,6 +22,10 @@ from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase, 
 from lumiere.errors import ConfigError, InputFileError
 
 DEFAULT_MAX_LENGTH = 77
+# A real T5 / IF sentencepiece vocabulary covers essentially every English word (only characters it
+# never saw, e.g. some emoji, become <unk>); a mismatched or broken tokenizer maps most words to <unk>.
+# 5% of the caption words leaves room for a few rare characters and still catches the broken case.
+MAX_UNKNOWN_WORD_FRACTION = 0.05
 
 
 class FrozenTextEncoder(nn.Module):
@@ -92,34 +99,97 @@ class FrozenTextEncoder(nn.Module):
     def from_pretrained(
         cls,
         path: str | Path,
-        max_length: int | None = None,  # None: the length saved with the tokenizer (else 77)
+        max_length: int | None = None,  # None: the tokenizer folder's model_max_length (IF: 77), else 77
         trainable: bool = False,
         dtype: torch.dtype | None = None,
+        tokenizer_path: str | Path | None = None,  # None: beside the encoder, or the pipeline's tokenizer/
+        variant: str | None = None,  # weight variant, e.g. "fp16" (the *.fp16*.safetensors files)
     ) -> FrozenTextEncoder:
         """Load from a local folder (tokenizer + encoder side by side, or ``tokenizer/`` and
-        ``text_encoder/`` subfolders as in a diffusers pipeline folder). A hub id is rejected."""
+        ``text_encoder/`` subfolders as in a diffusers pipeline folder). A hub id is rejected, and so
+        is a folder without tokenizer files (the tokenizer would turn every word into <unk>)."""
+        from lumiere.models.pipeline_folder import (
+            TEXT_ENCODER_WEIGHTS,
+            check_weight_files,
+            require_local_folder,
+            require_tokenizer_files,
+        )
+
         root = Path(path)
         if not root.is_dir():
             raise InputFileError(
                 f"text encoder '{path}' is not a local folder: it must be a local path "
                 "(nothing is downloaded at run time; download a hub model first and pass its folder)"
             )
-        encoder_dir, tokenizer_dir = root, root
+        encoder_dir = root
         if not (root / "config.json").is_file() and (root / "text_encoder" / "config.json").is_file():
-            encoder_dir, tokenizer_dir = root / "text_encoder", root / "tokenizer"
+            encoder_dir = root / "text_encoder"
         if not (encoder_dir / "config.json").is_file():
             raise InputFileError(f"{root} holds no text encoder (no config.json there or in text_encoder/)")
+        check_weight_files(encoder_dir, TEXT_ENCODER_WEIGHTS, variant, "text encoder")
+        if tokenizer_path is not None:
+            tokenizer_dir = require_local_folder(tokenizer_path, "model.tokenizer_path")
+        elif has_own_tokenizer(encoder_dir):
+            tokenizer_dir = encoder_dir
+        else:
+            tokenizer_dir = encoder_dir.parent / "tokenizer" if encoder_dir.name == "text_encoder" else encoder_dir
+        require_tokenizer_files(tokenizer_dir, f"the text encoder {root}")
+        tokenizer = load_tokenizer(tokenizer_dir)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
             kwargs = {"dtype": dtype} if dtype is not None else {}
             # safetensors only: a pickled .bin in a folder handed to us is never loaded
-            encoder = T5EncoderModel.from_pretrained(str(encoder_dir), local_files_only=True, use_safetensors=True, **kwargs)
+            encoder = T5EncoderModel.from_pretrained(str(encoder_dir), local_files_only=True, use_safetensors=True,
+                                                     variant=variant, **kwargs)
         except (OSError, ValueError) as err:
             raise InputFileError(f"cannot load the text encoder in {root}: {str(err).splitlines()[0]}") from err
+        if len(tokenizer) > encoder.config.vocab_size:
+            raise InputFileError(f"the tokenizer in {tokenizer_dir} has {len(tokenizer)} tokens but the text encoder in "
+                                 f"{encoder_dir} embeds {encoder.config.vocab_size}: they do not belong together")
         if max_length is None:
             saved = getattr(tokenizer, "model_max_length", None)
             max_length = int(saved) if saved and saved < 100_000 else DEFAULT_MAX_LENGTH
         return cls(tokenizer, encoder, max_length=max_length, trainable=trainable)
+
+    # -- vocabulary check -------------------------------------------------------------------------
+
+    def unknown_word_fraction(self, texts: Sequence[str]) -> tuple[float, list[str]]:
+        """The fraction of the words of ``texts`` (whitespace-separated, punctuation stripped) that the
+        tokenizer maps to its unknown token, wholly or in part; and up to 5 of those words."""
+        unknown_id = self.tokenizer.unk_token_id
+        words = [word.strip(string.punctuation) for text in texts for word in text.split()]
+        words = [word for word in words if word]
+        if unknown_id is None or not words:
+            return 0.0, []
+        counts = Counter(words)
+        distinct = list(counts)
+        ids = self.tokenizer(distinct, add_special_tokens=False)["input_ids"]
+        unknown = [word for word, word_ids in zip(distinct, ids) if unknown_id in word_ids]
+        return sum(counts[word] for word in unknown) / len(words), unknown[:5]
+
+    def check_vocabulary(self, texts: Sequence[str], source: str) -> None:
+        """Refuse a tokenizer under which more than MAX_UNKNOWN_WORD_FRACTION of the words of ``texts``
+        (e.g. the training captions) become <unk>: every such prompt would condition alike."""
+        fraction, examples = self.unknown_word_fraction(texts)
+        if fraction > MAX_UNKNOWN_WORD_FRACTION:
+            raise InputFileError(
+                f"the text encoder's tokenizer maps {fraction:.0%} of the words of {source} to its unknown token "
+                f"(e.g. {', '.join(map(repr, examples))}; at most {MAX_UNKNOWN_WORD_FRACTION:.0%} allowed): it is not the "
+                "tokenizer this encoder was trained with; point model.tokenizer_path at the right one")
+
+
+def has_own_tokenizer(folder: Path) -> bool:
+    from lumiere.models.pipeline_folder import has_tokenizer_files
+
+    return has_tokenizer_files(folder)
+
+
+def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in ``folder`` (local files only). T5's ``spiece.model`` needs the
+    ``sentencepiece`` package, a dependency of this project."""
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, ImportError) as err:
+        raise InputFileError(f"cannot load the tokenizer in {folder}: {str(err).strip().splitlines()[0]}") from err
 
 
 def build_tiny_text_encoder(

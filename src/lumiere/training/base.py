@@ -8,11 +8,17 @@ validation. Sampling itself lives in `lumiere.diffusion`; this module only wires
 Checkpoints hold the trainable weights only (frozen T2I weights are rebuilt from the path the
 stage was configured with), the EMA, and the resolved model config, so that
 `load_module_from_checkpoint(path)` can rebuild a stage without the Hydra run that trained it.
+
+The frozen parts run in `frozen_dtype` (bf16 under a bf16 trainer precision on a GPU, else fp32;
+`cast_frozen_parts`), the trainable ones keep fp32 weights; the network is called under
+`frozen_compute_scope` (autocast) so both meet in one compute dtype. Their fingerprints, which pin
+a checkpoint to its frozen parts, are taken of the weights as loaded, before any cast.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -20,16 +26,19 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from torch import Tensor, nn
 
 from lumiere.diffusion import DiffusionObjective, build_scheduler, sample
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.training.ema import ExponentialMovingAverage
 
+log = logging.getLogger("lumiere")
+
 CHECKPOINT_KEY = "lumiere"
 # The frozen parts a checkpoint is pinned to: its trainable weights only make sense on top of these.
 FROZEN_PARTS = ("text_encoder", "network.unet")
+VOCABULARY_CHECK_CAPTIONS = 256  # training captions the tokenizer is checked on before the first step
 
 
 def tensor_fingerprint(named_tensors) -> str:
@@ -43,6 +52,54 @@ def tensor_fingerprint(named_tensors) -> str:
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
         digest.update(values.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+FROZEN_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+                 "fp16": torch.float16, "float16": torch.float16}
+# Normalisation layers of the frozen parts stay float32 whatever frozen_dtype is: their weights are a
+# negligible share of the parameters, and CPU autocast runs layer/group norm in float32 without
+# casting their weights (a bf16 weight there is a dtype error).
+FLOAT32_NORMS = (nn.LayerNorm, nn.GroupNorm)
+
+
+def parse_frozen_dtype(value: str | None) -> torch.dtype | None:
+    """``frozen_dtype`` as a torch dtype; None for "auto" / null (decided from the trainer, see ``auto_frozen_dtype``)."""
+    if value is None or str(value).lower() == "auto":
+        return None
+    dtype = FROZEN_DTYPES.get(str(value).lower())
+    if dtype is None:
+        raise ConfigError(f"model.frozen_dtype={value!r} is not a dtype: use auto, fp32, bf16 or fp16")
+    return dtype
+
+
+def auto_frozen_dtype(precision: str | None, device_type: str | None) -> torch.dtype:
+    """bf16 under a bf16 trainer precision (bf16-mixed / bf16-true) on an accelerator, else float32
+    (on CPU, and whenever no trainer says otherwise: sampling from a checkpoint)."""
+    if precision is not None and str(precision).startswith("bf16") and device_type not in (None, "cpu"):
+        return torch.bfloat16
+    return torch.float32
+
+
+@rank_zero_only
+def warn_line(message: str) -> None:
+    """One warning line in the run's log (rank zero only)."""
+    log.warning(message)
+
+
+def configured_sample_size(resolution: int | None, unet, key: str) -> int:
+    """The frame size a stage trains and samples at: the experiment's ``resolution``. The U-Net's own
+    ``sample_size`` (IF-I: 64) is only the size it was trained at; a difference is said once, never
+    silently followed. ``resolution=None`` (configs written before this key) means the U-Net's size."""
+    native = int(unet.config.sample_size)
+    if resolution is None:
+        return native
+    size = int(resolution)
+    if size < 1:
+        raise ConfigError(f"{key} must be a positive frame size, got {resolution}")
+    if size != native:
+        warn_line(f"{key}={size} differs from the pre-trained U-Net's sample_size={native}: training and sampling "
+                  f"run at {size}x{size}")
+    return size
 
 
 def stable_seed(*parts: object) -> int:
@@ -84,6 +141,9 @@ class DiffusionModule(pl.LightningModule):
         val_num_frames: int = 16,
         val_seed: int = 0,
         noise_seed: int = 0,
+        # dtype of the frozen U-Net and text encoder: "auto" (or null) is bf16 under a bf16 trainer
+        # precision on an accelerator, else fp32; or fp32 / bf16 / fp16. Trainable weights stay fp32.
+        frozen_dtype: str | None = "auto",
     ) -> None:
         super().__init__()
         self.objective = objective
@@ -107,6 +167,11 @@ class DiffusionModule(pl.LightningModule):
         # the user allows it (set by the loader or the task, never read from a file).
         self.allow_frozen_mismatch = False
         self._frozen_fingerprints: dict[str, str] | None = None
+        self.frozen_dtype_setting = parse_frozen_dtype(frozen_dtype)
+        self.frozen_dtype = torch.float32  # what frozen_compute_scope runs the frozen parts in
+        # The pre-trained U-Net's scheduler/scheduler_config.json (a pipeline folder's); None without one.
+        # Sampling takes the folder's settings unless the experiment sets them (build_scheduler).
+        self.scheduler_config: dict | None = None
 
     # ------------------------------------------------------------------ stage hooks
     def prepare_batch(self, batch: dict, generators: Sequence[torch.Generator]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -155,9 +220,49 @@ class DiffusionModule(pl.LightningModule):
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
     def setup(self, stage: str) -> None:
-        self.frozen_fingerprints()  # before any strategy wraps or shards the frozen parts
+        self.frozen_fingerprints()  # before any strategy wraps or shards the frozen parts, and before any cast
+        trainer = self.attached_trainer()
+        strategy = getattr(trainer, "strategy", None)
+        device_type = strategy.root_device.type if strategy is not None else None
+        self.cast_frozen_parts(self.frozen_dtype_setting or auto_frozen_dtype(getattr(trainer, "precision", None),
+                                                                              device_type))
+        datamodule = getattr(trainer, "datamodule", None)
+        if stage == "fit" and hasattr(datamodule, "train_captions") and hasattr(self.text_encoder, "check_vocabulary"):
+            self.text_encoder.check_vocabulary(datamodule.train_captions(limit=VOCABULARY_CHECK_CAPTIONS),
+                                               "the training captions")
         if self.ema is None and self.ema_decay:
             self.ema = ExponentialMovingAverage(self.trainable_named_parameters(), self.ema_decay)
+
+    def attached_trainer(self):
+        """The trainer running this module, or None (``setup`` called by hand, e.g. to build the EMA)."""
+        try:
+            return self.trainer
+        except RuntimeError:  # Lightning: "... is not attached to a `Trainer`"
+            return None
+
+    def cast_frozen_parts(self, dtype: torch.dtype) -> None:
+        """Cast the frozen weights of ``frozen_modules()`` to ``dtype`` (normalisation layers: float32).
+
+        Trainable weights (the temporal blocks, any trainable U-Net part) keep their float32 master
+        copies. The frozen-part fingerprints are taken first, of the weights as loaded, so that a
+        checkpoint written under one frozen_dtype loads under another."""
+        self.frozen_fingerprints()
+        for module in self.frozen_modules():
+            for layer in module.modules():
+                target = torch.float32 if isinstance(layer, FLOAT32_NORMS) else dtype
+                for parameter in layer.parameters(recurse=False):
+                    if not parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != target:
+                        parameter.data = parameter.data.to(target)
+        self.frozen_dtype = dtype
+
+    def frozen_compute_scope(self):
+        """Context for calls of the network: autocast to ``frozen_dtype`` when the frozen parts are in a
+        lower precision and no autocast is active yet (Lightning's bf16-mixed already opens one), so
+        that float32 temporal layers and bf16 frozen layers meet in one compute dtype."""
+        device_type = self.device.type
+        if self.frozen_dtype == torch.float32 or torch.is_autocast_enabled(device_type):
+            return nullcontext()
+        return torch.autocast(device_type, dtype=self.frozen_dtype)
 
     def ema_scope(self):
         """Context in which the module runs with its EMA weights (a no-op without EMA)."""
@@ -191,8 +296,9 @@ class DiffusionModule(pl.LightningModule):
         captions = [("" if caption_dropout > 0 and float(torch.rand((), generator=g)) < caption_dropout else c)
                     for c, g in zip(batch["caption"], generators)]
         cond = {**self.encode_text(captions), **extra}
-        loss, _ = self.objective.loss(self.network_forward, x0, cond, timesteps=timesteps, noise=noise)
-        return loss
+        with self.frozen_compute_scope():
+            loss, _ = self.objective.loss(self.network_forward, x0, cond, timesteps=timesteps, noise=noise)
+        return loss.float()
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         generators = self.sample_generators(batch, self.global_step)
@@ -221,6 +327,7 @@ class DiffusionModule(pl.LightningModule):
     def make_scheduler(self, name: str | None = None):
         return build_scheduler(
             name or self.sampler_config["scheduler"],
+            scheduler_config=self.scheduler_config,
             num_train_timesteps=self.objective.num_train_timesteps,
             beta_schedule=self.objective.beta_schedule,
             prediction_type=self.objective.prediction_type,
@@ -249,13 +356,15 @@ class DiffusionModule(pl.LightningModule):
         noise = self.objective.draw_noise(self.sample_shape(len(prompts), num_frames), generator=generator).to(self.device)
         cond = {**self.encode_text(prompts), **(extra_cond or {})}
         uncond = {**self.encode_text([""] * len(prompts)), **(extra_cond or {})}
-        return sample(
-            self.network_forward, noise, self.make_scheduler(scheduler),
-            num_inference_steps=num_inference_steps or self.sampler_config["num_inference_steps"],
-            cond=cond, uncond=uncond,
-            guidance_scale=self.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
-            generator=generator, progress=progress,
-        )
+        with self.frozen_compute_scope():
+            videos = sample(
+                self.network_forward, noise, self.make_scheduler(scheduler),
+                num_inference_steps=num_inference_steps or self.sampler_config["num_inference_steps"],
+                cond=cond, uncond=uncond,
+                guidance_scale=self.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
+                generator=generator, progress=progress,
+            )
+        return videos.float()
 
     @torch.no_grad()
     def validation_samples(self) -> tuple[Tensor, list[str]] | None:
@@ -372,5 +481,7 @@ def load_module_from_checkpoint(path: str, *, use_ema: bool = True, map_location
     module.load_state_dict(checkpoint["state_dict"], strict=False)
     if use_ema and module.ema is not None:
         module.ema.copy_to_model()
+    # No trainer here: an explicit frozen_dtype applies, "auto" means float32.
+    module.cast_frozen_parts(module.frozen_dtype_setting or torch.float32)
     module.eval()
     return module

@@ -3,8 +3,10 @@
 A frozen U-Net is only usable with the noise schedule and parameterisation it was trained with:
 an inflated stage that regresses epsilon on a U-Net trained for v (or the other way round)
 trains and samples garbage without any error. Stage 0 writes these settings beside the weights;
-the inflating stage compares them with its own objective before training. A U-Net folder from
-elsewhere (real DeepFloyd IF weights) has no such file and is taken on trust.
+the inflating stage compares them with its own objective before training. A pipeline folder from
+elsewhere (real DeepFloyd IF weights) has no such file: its `scheduler/scheduler_config.json` is
+what describes its schedule (``lumiere.models.pipeline_folder``; a bare U-Net folder given on its
+own is taken on trust).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from torch import Tensor
 from lumiere.diffusion import multidiffusion_sample
 from lumiere.errors import ConfigError
 from lumiere.models import FrozenTextEncoder, STUNet, load_unet
-from lumiere.training.base import DiffusionModule
+from lumiere.models.pipeline_folder import resolve_model_parts
+from lumiere.training.base import DiffusionModule, configured_sample_size
 from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
 from lumiere.training.stages import apply_unet_per_frame, write_export
 
@@ -60,10 +61,14 @@ class SuperResolutionModule(DiffusionModule):
     def __init__(
         self,
         *,
-        text_encoder_path: str,               # the frozen text encoder exported by the T2I stage
         low_res_size: int,                    # side of the low-resolution input (the base model's output)
+        text_encoder_path: str | None = None,  # the frozen text encoder (the T2I stage's export, or IF's T5)
         unet: UNet2DConditionModel | None = None,   # stage 0: a fresh 2D SSR U-Net to train
         unet_path: str | None = None,         # inflation: a stage-0 `ssr_unet/` export, kept frozen
+        t2i_path: str | None = None,          # inflation: a pipeline folder (IF stage II): U-Net, T5, tokenizer, scheduler
+        tokenizer_path: str | None = None,    # replaces the tokenizer found with the text encoder
+        variant: str | None = None,           # weight variant of the folders, e.g. "fp16"
+        resolution: int | None = None,        # output frame size H (data.hr_resolution); None: the U-Net's sample_size
         stunet: Callable[..., STUNet] | None = None,  # inflation: STUNet partial (temporal_resampling=False)
         train_noise_level_max: int = 250,     # augmentation levels drawn uniformly in [0, max] in training
         sample_noise_level: int = 100,        # augmentation level of the low-res input at sampling
@@ -75,14 +80,25 @@ class SuperResolutionModule(DiffusionModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if (unet is None) == (unet_path is None):
-            raise ConfigError("give exactly one of `unet` (train a 2D SSR) or `unet_path` (inflate one)")
-        if unet_path is not None and stunet is None:
-            raise ConfigError("`unet_path` loads a trained 2D SSR to inflate: give the `stunet` partial too")
-        base = unet if unet is not None else load_unet(unet_path)
+        inflating = unet_path is not None or t2i_path is not None
+        if (unet is None) == (not inflating):
+            raise ConfigError("give exactly one of `unet` (train a 2D SSR) or `unet_path` / `t2i_path` (inflate one)")
+        if inflating and stunet is None:
+            raise ConfigError("`unet_path` / `t2i_path` load a trained 2D SSR to inflate: give the `stunet` partial too")
+        if inflating:
+            parts = resolve_model_parts(t2i_path, unet_path=unet_path, text_encoder_path=text_encoder_path,
+                                        tokenizer_path=tokenizer_path, variant=variant)
+            self.scheduler_config = parts.scheduler_config
+            base = load_unet(parts.unet_dir, variant=variant)
+            unet_path, text_encoder_path, tokenizer_path = str(parts.unet_dir), str(parts.text_encoder_dir), str(parts.tokenizer_dir)
+        else:
+            if text_encoder_path is None:
+                raise ConfigError("the 2D SSR stage needs the frozen text encoder: set model.text_encoder_path")
+            base = unet
         if base.config.in_channels != 6 or base.config.class_embed_type is None:
             raise ConfigError("the SSR U-Net must take 6 input channels (noisy high-res + upsampled low-res) and "
                               "a noise-level class embedding (class_embed_type), e.g. preset if_stage2_*")
+        self.resolution = configured_sample_size(resolution, base, "model.resolution")
         self.inflated = stunet is not None
         if self.inflated:
             self.network = stunet(base)  # freezes the 2D SSR; only the temporal blocks train
@@ -90,7 +106,9 @@ class SuperResolutionModule(DiffusionModule):
             self.network = base
             if gradient_checkpointing:
                 self.network.enable_gradient_checkpointing()
-        self.text_encoder = FrozenTextEncoder.from_pretrained(text_encoder_path)  # frozen by default
+        self.unet_path, self.text_encoder_path, self.tokenizer_path = unet_path, text_encoder_path, tokenizer_path
+        self.text_encoder = FrozenTextEncoder.from_pretrained(text_encoder_path, tokenizer_path=tokenizer_path,
+                                                              variant=variant)  # frozen by default
 
         if not 0 < int(low_res_size) <= self.sample_size:
             raise ConfigError(f"low_res_size must lie in [1, {self.sample_size}] (the SSR's output size), "
@@ -128,7 +146,8 @@ class SuperResolutionModule(DiffusionModule):
 
     @property
     def sample_size(self) -> int:
-        return int(self.unet.config.sample_size)
+        """The output frame size: the configured resolution (see ``configured_sample_size``)."""
+        return self.resolution
 
     def check_low_res_size(self, height: int, width: int | None = None) -> None:
         """Raise ConfigError unless h x w frames are what this SSR was trained to upsample."""
@@ -225,16 +244,18 @@ class SuperResolutionModule(DiffusionModule):
         noise = torch.randn((batch, 3, frames, self.sample_size, self.sample_size), generator=generator)
         cond = {**self.encode_text(prompts), "low_res": conditioning, "class_labels": levels}
         uncond = {**self.encode_text([""] * batch), "low_res": conditioning, "class_labels": levels}
-        return multidiffusion_sample(
-            self.network_forward, noise.to(self.device), self.make_scheduler(scheduler),
-            num_inference_steps=num_inference_steps or self.sampler_config["num_inference_steps"],
-            window=window or self.window, overlap=self.overlap if overlap is None else overlap,
-            cond=cond, uncond=uncond, temporal_cond_keys=("low_res",),
-            guidance_scale=self.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
-            weighting=self.window_weighting, non_overlapping=non_overlapping,
-            window_batch_size=window_batch_size or self.window_batch_size, generator=generator,
-            progress=progress,
-        )
+        with self.frozen_compute_scope():
+            videos = multidiffusion_sample(
+                self.network_forward, noise.to(self.device), self.make_scheduler(scheduler),
+                num_inference_steps=num_inference_steps or self.sampler_config["num_inference_steps"],
+                window=window or self.window, overlap=self.overlap if overlap is None else overlap,
+                cond=cond, uncond=uncond, temporal_cond_keys=("low_res",),
+                guidance_scale=self.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
+                weighting=self.window_weighting, non_overlapping=non_overlapping,
+                window_batch_size=window_batch_size or self.window_batch_size, generator=generator,
+                progress=progress,
+            )
+        return videos.float()
 
     @torch.no_grad()
     def validation_samples(self) -> tuple[Tensor, list[str]] | None:
