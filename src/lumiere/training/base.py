@@ -144,6 +144,10 @@ class DiffusionModule(pl.LightningModule):
         # dtype of the frozen U-Net and text encoder: "auto" (or null) is bf16 under a bf16 trainer
         # precision on an accelerator, else fp32; or fp32 / bf16 / fp16. Trainable weights stay fp32.
         frozen_dtype: str | None = "auto",
+        # Not in the paper, a training-cost measure: precomputed caption states (python -m
+        # lumiere.data.text_cache) read instead of loading the frozen text encoder at all.
+        text_cache: str | None = None,
+        text_cache_missing: str = "error",  # a caption not in the cache: "error", or "encode" it with the encoder
     ) -> None:
         super().__init__()
         self.objective = objective
@@ -172,6 +176,7 @@ class DiffusionModule(pl.LightningModule):
         # The pre-trained U-Net's scheduler/scheduler_config.json (a pipeline folder's); None without one.
         # Sampling takes the folder's settings unless the experiment sets them (build_scheduler).
         self.scheduler_config: dict | None = None
+        self.text_cache, self.text_cache_missing = text_cache, text_cache_missing  # read by the stages' text encoder
 
     # ------------------------------------------------------------------ stage hooks
     def prepare_batch(self, batch: dict, generators: Sequence[torch.Generator]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -230,6 +235,10 @@ class DiffusionModule(pl.LightningModule):
         if stage == "fit" and hasattr(datamodule, "train_captions") and hasattr(self.text_encoder, "check_vocabulary"):
             self.text_encoder.check_vocabulary(datamodule.train_captions(limit=VOCABULARY_CHECK_CAPTIONS),
                                                "the training captions")
+        if self.text_cache is not None:  # the stage reads it, and it holds the validation and training captions
+            from lumiere.data.text_cache import check_text_cache_in_use
+
+            check_text_cache_in_use(self)
         if self.ema is None and self.ema_decay:
             self.ema = ExponentialMovingAverage(self.trainable_named_parameters(), self.ema_decay)
 
@@ -391,6 +400,9 @@ class DiffusionModule(pl.LightningModule):
                 names = sorted(n for n in frozen if n.startswith(part + "."))
                 if names:
                     self._frozen_fingerprints[part] = tensor_fingerprint((n, parameters[n]) for n in names)
+            made_with = getattr(getattr(self, "text_encoder", None), "encoder_fingerprint", None)
+            if made_with is not None:  # a text cache stands in for the encoder: the one it was made with
+                self._frozen_fingerprints["text_encoder"] = made_with
         return self._frozen_fingerprints
 
     def _check_frozen_fingerprints(self, stored: dict[str, str]) -> None:
@@ -398,8 +410,11 @@ class DiffusionModule(pl.LightningModule):
         for part, fingerprint in stored.items():
             if part in current and current[part] != fingerprint:
                 where = {"text_encoder": "text_encoder_path", "network.unet": "unet_path"}.get(part, part)
+                changed = (f"model.text_cache={self.text_cache} was made with another text encoder"
+                           if part == "text_encoder" and getattr(self, "text_cache", None) is not None
+                           else f"the weights at {where} changed since")
                 message = (f"this checkpoint was trained on another frozen {part} (fingerprint {fingerprint}, "
-                           f"now {current[part]}): the weights at {where} changed since")
+                           f"now {current[part]}): {changed}")
                 if not self.allow_frozen_mismatch:
                     raise InputFileError(message + "; pass allow_frozen_mismatch=true to load it anyway")
                 rank_zero_warn(message + " (loaded anyway: allow_frozen_mismatch=true)")
@@ -471,7 +486,10 @@ def load_module_from_checkpoint(path: str, *, use_ema: bool = True, map_location
         wanted = (expected,) if isinstance(expected, str) else tuple(expected)
         if stage not in wanted:
             raise InputFileError(f"{path} is a {stage} checkpoint; expected a {' or '.join(wanted)} checkpoint here")
-    module: DiffusionModule = instantiate_config(meta["model_config"], _convert_="partial")
+    config = meta["model_config"]
+    if config.get("text_cache") is not None:  # the cache holds the training captions only: sampling encodes any prompt
+        config = {**config, "text_cache": None}
+    module: DiffusionModule = instantiate_config(config, _convert_="partial")
     module.model_config = meta["model_config"]
     module.allow_frozen_mismatch = allow_frozen_mismatch
     try:

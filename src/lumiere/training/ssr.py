@@ -30,9 +30,10 @@ from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import Tensor
 
+from lumiere.data.text_cache import frozen_text_encoder
 from lumiere.diffusion import multidiffusion_sample
 from lumiere.errors import ConfigError
-from lumiere.models import FrozenTextEncoder, STUNet, load_unet
+from lumiere.models import STUNet, load_unet
 from lumiere.models.pipeline_folder import resolve_model_parts
 from lumiere.training.base import DiffusionModule, configured_sample_size
 from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
@@ -107,8 +108,8 @@ class SuperResolutionModule(DiffusionModule):
             if gradient_checkpointing:
                 self.network.enable_gradient_checkpointing()
         self.unet_path, self.text_encoder_path, self.tokenizer_path = unet_path, text_encoder_path, tokenizer_path
-        self.text_encoder = FrozenTextEncoder.from_pretrained(text_encoder_path, tokenizer_path=tokenizer_path,
-                                                              variant=variant)  # frozen by default
+        self.text_encoder = frozen_text_encoder(text_encoder_path, tokenizer_path=tokenizer_path, variant=variant,
+                                                text_cache=self.text_cache, missing=self.text_cache_missing)
 
         if not 0 < int(low_res_size) <= self.sample_size:
             raise ConfigError(f"low_res_size must lie in [1, {self.sample_size}] (the SSR's output size), "

@@ -18,6 +18,7 @@ from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import Tensor
 
+from lumiere.data.text_cache import frozen_text_encoder
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.models import FrozenTextEncoder, STUNet, load_unet
 from lumiere.models.pipeline_folder import resolve_model_parts
@@ -187,7 +188,8 @@ class TextToVideoModule(DiffusionModule):
                  resolution: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         parts = resolve_model_parts(t2i_path, unet_path=unet_path, text_encoder_path=text_encoder_path,
-                                    tokenizer_path=tokenizer_path, variant=variant)
+                                    tokenizer_path=tokenizer_path, variant=variant,
+                                    check_text_encoder_weights=self.text_cache is None)
         self.t2i_path = t2i_path
         self.unet_path, self.text_encoder_path = str(parts.unet_dir), str(parts.text_encoder_dir)
         self.tokenizer_path = str(parts.tokenizer_dir)
@@ -197,8 +199,8 @@ class TextToVideoModule(DiffusionModule):
         unet = load_unet(parts.unet_dir, variant=variant)
         self.resolution = configured_sample_size(resolution, unet, "model.resolution")
         self.network = stunet(unet)
-        self.text_encoder = FrozenTextEncoder.from_pretrained(parts.text_encoder_dir, tokenizer_path=parts.tokenizer_dir,
-                                                              variant=variant)  # frozen by default
+        self.text_encoder = frozen_text_encoder(parts.text_encoder_dir, tokenizer_path=parts.tokenizer_dir, variant=variant,
+                                                text_cache=self.text_cache, missing=self.text_cache_missing)
 
     def frozen_modules(self):
         return [self.text_encoder, self.network.unet]
