@@ -42,6 +42,8 @@ from lumiere.data.loader import VideoDataLoader, merge_counts, to_model_range
 from lumiere.data.shards import expand_shards
 from lumiere.errors import ConfigError
 
+HR_SOURCES = ("hr.mp4", "mp4")  # where super-resolution pairs take their high-resolution clip
+
 STAGES = ("train", "val", "test")
 FPS_TOLERANCE = 0.03  # a clip rate further than this (relative) from target_fps is warned about
 log = logging.getLogger("lumiere")
@@ -115,7 +117,8 @@ class VideoDataModule(pl.LightningDataModule):
         frame_stride: int | None = None,  # source frames between sampled frames ...
         target_fps: float | None = None,  # ... or the frame rate to resample to (paper: 16)
         resolution: int | tuple[int, int] | None = None,  # short-side resize + centre crop; None keeps
-        hr_resolution: int | tuple[int, int] | None = None,  # also return video_hr from hr.mp4
+        hr_resolution: int | tuple[int, int] | None = None,  # also return video_hr from hr.mp4 ...
+        hr_source: str = "hr.mp4",  # ... or "mp4": from the same video, so `video` is its downscaled copy
         image_mode: bool = False,  # T = 1 samples for the text-to-image stage
         frames_per_clip: int = 4,  # image_mode: frames drawn from each clip
         temporal_crop: str = "random",  # training clip offset; val/test use "center"
@@ -141,6 +144,8 @@ class VideoDataModule(pl.LightningDataModule):
             raise ConfigError(f"temporal_crop must be one of {OFFSET_POLICIES}, got {temporal_crop!r}")
         if short_videos not in SHORT_VIDEO_POLICIES:
             raise ConfigError(f"short_videos must be one of {SHORT_VIDEO_POLICIES}, got {short_videos!r}")
+        if hr_source not in HR_SOURCES:
+            raise ConfigError(f"hr_source must be one of {HR_SOURCES}, got {hr_source!r}")
         clips_per_video = _as_clips_per_video(clips_per_video)
         if image_mode and clips_per_video != 1:
             raise ConfigError(f"clips_per_video={clips_per_video!r} takes video clips; image_mode draws single frames "
@@ -175,6 +180,7 @@ class VideoDataModule(pl.LightningDataModule):
             decoder=decoder,
             clips_per_video=clips_per_video,
             short_videos=short_videos,
+            hr_source=hr_source,
         )
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
@@ -218,7 +224,7 @@ class VideoDataModule(pl.LightningDataModule):
                 continue
             if split not in self.shards:
                 self.shards[split] = expand_shards(spec)
-                if self.options.hr_resolution is not None:
+                if self.options.hr_resolution is not None and self.options.hr_source == "hr.mp4":
                     self._check_first_sample_has_hr(split)
 
     def _check_first_sample_has_hr(self, split: str) -> None:
@@ -232,7 +238,7 @@ class VideoDataModule(pl.LightningDataModule):
                 keys = sorted(k for k in sample if not k.startswith("__"))
                 raise ConfigError(
                     f"hr_resolution is set but sample {sample['__key__']} of {first} has no 'hr.mp4' "
-                    f"(keys: {', '.join(keys)}); generate the data with --hr-size or unset hr_resolution"
+                    f"(keys: {', '.join(keys)}); set data.hr_source=mp4 (pairs from the same video), generate the data with --hr-size, or unset hr_resolution"
                 )
             return
 

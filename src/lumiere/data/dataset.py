@@ -92,6 +92,7 @@ class ClipOptions:
     decoder: str = "decord"
     clips_per_video: int | str = 1  # int N or "all" (every non-overlapping window)
     short_videos: str = "skip"  # or "loop" / "pad"
+    hr_source: str = "hr.mp4"  # "mp4": the high-resolution clip is the sample's own video
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,7 +267,7 @@ class VideoShardDataset(IterableDataset):
         caption = sample_caption(sample, meta)
         if caption is None:
             raise SampleSkipped("missing_caption")
-        hr_bytes = sample.get("hr.mp4")
+        hr_bytes = video_bytes if opts.hr_source == "mp4" else sample.get("hr.mp4")
         if opts.hr_resolution is not None and hr_bytes is None:
             raise SampleSkipped("missing_hr")
         labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}

@@ -96,6 +96,10 @@ class _VideoConditioning:
         return None if self.temporal is None else self.temporal.at(num_frames)
 
 
+def _has_only_cross_attention(unet: nn.Module) -> bool:
+    return any(getattr(module, "only_cross_attention", False) is True for module in unet.modules())
+
+
 def _cross_attention(attn: nn.Module, x: torch.Tensor, text, text_bias) -> torch.Tensor:
     """Call a pre-trained attention layer the way its diffusers block does."""
     if isinstance(attn, Transformer2DModel):  # SD-style spatial transformer
@@ -355,7 +359,10 @@ class STUNet(nn.Module):
             emb = unet.time_embed_act(emb)
         text = unet.process_encoder_hidden_states(encoder_hidden_states=encoder_hidden_states, added_cond_kwargs={})
         text_bias = None
-        if encoder_attention_mask is not None:
+        # A U-Net with key/value-only text attention (IF stage II's only_cross_attention) is run
+        # unmasked, as IF's pipelines run it: diffusers' added-KV processor pads a text mask by the
+        # pixel count, which only fits when the pixels are keys too.
+        if encoder_attention_mask is not None and not _has_only_cross_attention(unet):
             # Same conversion as UNet2DConditionModel.forward: keep -> 0, drop -> -10000, (b, 1, l).
             text_bias = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
         return _VideoConditioning(emb, text, text_bias)

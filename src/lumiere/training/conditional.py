@@ -88,6 +88,7 @@ class ConditionalVideoModule(TextToVideoModule):
                                  sampler=sampler or base.sampler_config, **kwargs)
         self.base_ckpt_path = base_ckpt_path
         self.unet_path, self.text_encoder_path = base.unet_path, base.text_encoder_path
+        self.resolution, self.scheduler_config = base.resolution, base.scheduler_config
         self.network = expand_for_conditioning(base.network, conv_in_training)
         self.text_encoder = base.text_encoder
         self.conv_in_training = conv_in_training

@@ -90,6 +90,8 @@ class SuperResolutionModule(DiffusionModule):
             parts = resolve_model_parts(t2i_path, unet_path=unet_path, text_encoder_path=text_encoder_path,
                                         tokenizer_path=tokenizer_path, variant=variant)
             self.scheduler_config = parts.scheduler_config
+            if parts.scheduler_config:
+                check_objective_matches(parts.scheduler_config, self.objective, parts.unet_dir.parent / "scheduler")
             base = load_unet(parts.unet_dir, variant=variant)
             unet_path, text_encoder_path, tokenizer_path = str(parts.unet_dir), str(parts.text_encoder_dir), str(parts.tokenizer_dir)
         else:

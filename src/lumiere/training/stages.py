@@ -196,6 +196,8 @@ class TextToVideoModule(DiffusionModule):
         self.scheduler_config = parts.scheduler_config
         # The temporal layers learn the objective the frozen T2I was trained with (Sec. 3.1).
         check_objective_matches(read_export_meta(parts.unet_dir, T2I_META_FILE), self.objective, parts.unet_dir)
+        if parts.scheduler_config:  # a downloaded pipeline's noise schedule, the one its U-Net was trained with
+            check_objective_matches(parts.scheduler_config, self.objective, parts.unet_dir.parent / "scheduler")
         unet = load_unet(parts.unet_dir, variant=variant)
         self.resolution = configured_sample_size(resolution, unet, "model.resolution")
         self.network = stunet(unet)
