@@ -17,7 +17,6 @@ output-sized float32 tensors (tens of MB at the paper's shape), which this step 
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,12 +110,8 @@ def unet_config(spec: ModelSpec) -> dict:
 
 
 def _checkpointing_kwargs(checkpointing: Any) -> dict:
-    """STUNet constructor arguments for a checkpointing policy (per-block policies need ``activation_checkpointing``)."""
-    if "activation_checkpointing" in inspect.signature(STUNet).parameters:
-        return {"activation_checkpointing": None if checkpointing == "none" else checkpointing}
-    if checkpointing in ("none", "all"):
-        return {"gradient_checkpointing": checkpointing == "all"}
-    raise ConfigError(f"checkpointing {checkpointing!r}: this STUNet has only gradient_checkpointing; use 'none' or 'all'")
+    """STUNet constructor arguments for a checkpointing policy."""
+    return {"activation_checkpointing": None if checkpointing == "none" else checkpointing}
 
 
 def build_meta_network(spec: ModelSpec) -> torch.nn.Module:
