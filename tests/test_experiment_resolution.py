@@ -20,14 +20,6 @@ from lumiere.training.ssr import SuperResolutionModule
 from training_helpers import compose_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def size_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "sample_size" in r.getMessage()]
 

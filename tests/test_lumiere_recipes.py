@@ -35,14 +35,6 @@ def tiny_run(root, stage: str) -> list[str]:
             "model.lr_warmup_steps=1", "model.sampler.num_inference_steps=2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------------------------- composition
 def resolved(config_name: str, overrides: list[str], tmp_path) -> dict:
     """The config as `python <entry>.py ... --cfg job` resolves it (no folder is read)."""

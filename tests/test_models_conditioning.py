@@ -10,14 +10,6 @@ from lumiere.models import STUNet, build_unet, expand_input_channels
 from lumiere.models.t2i import unet_text_dim
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _inputs(unet, frames=8, size=16):
     g = torch.Generator().manual_seed(0)
     video = torch.randn(2, 3, frames, size, size, generator=g)

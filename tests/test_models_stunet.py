@@ -53,16 +53,6 @@ def _perturb_trainable(model: STUNet, seed: int = 1, scale: float = 0.05) -> Non
             p.add_(scale * torch.randn(p.shape, generator=g))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from 2 threads, and on a shared, loaded 2-core machine the
-    OpenMP threads of one process wait on each other (a 10x slow-down measured here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def unets():
     torch.manual_seed(0)

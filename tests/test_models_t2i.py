@@ -10,14 +10,6 @@ from lumiere.errors import ConfigError, InputFileError
 from lumiere.models import TINY_TEXT_DIM, UNET_PRESETS, build_unet, load_unet, save_unet, unet_text_dim
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("preset", sorted(UNET_PRESETS))
 def test_every_preset_builds_and_matches_its_text_encoder(preset):
     with torch.device("meta"):  # the paper-size preset has billions of parameters: shapes only

@@ -12,14 +12,6 @@ from lumiere.models import FactorizedSpaceTimeConvBlock, TemporalAttentionBlock,
 B, C, T, H, W = 2, 8, 6, 5, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def video():
     return torch.randn(B, C, T, H, W, generator=torch.Generator().manual_seed(0))

@@ -8,15 +8,6 @@ import torch
 from lumiere.errors import InputFileError
 from lumiere.models import FrozenTextEncoder, build_tiny_text_encoder
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 PROMPTS = ["a red square moving left", "", "x" * 100]
 
 

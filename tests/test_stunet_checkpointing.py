@@ -20,14 +20,6 @@ RTOL, ATOL = 1e-5, 1e-7
 POLICIES = ["spatial", "temporal", "all", {"spatial": [0], "temporal": [2]}, {"temporal": [1]}, {"spatial": "all"}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def unet():
     torch.manual_seed(0)

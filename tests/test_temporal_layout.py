@@ -22,14 +22,6 @@ from lumiere.models.temporal_layout import TemporalStack
 RTOL, ATOL = 1e-5, 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _reference_attention(block: TemporalAttentionBlock, x: torch.Tensor, num_frames: int) -> torch.Tensor:
     """The unmodulated TemporalAttentionBlock as it was: fold to tokens, attend, unfold, on frame-folded input."""
     h, w = x.shape[-2:]

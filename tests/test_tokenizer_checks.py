@@ -16,14 +16,6 @@ from lumiere.models.text import MAX_UNKNOWN_WORD_FRACTION, load_tokenizer
 from lumiere.training import TextToVideoModule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def if_folder(tmp_path_factory):
     return write_pipeline_folder(tmp_path_factory.mktemp("if") / "IF-I-tiny")
