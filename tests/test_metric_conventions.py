@@ -12,7 +12,7 @@ from torch import nn
 from lumiere.errors import ConfigError
 from lumiere.evaluation.ucf101 import UCF101Settings, check_settings, fvd_metric, real_statistics_path
 from lumiere.metrics import I3D, FrechetVideoDistance, frechet_distance, preprocess_for_fvd
-from lumiere.metrics.fvd import FVD_VARIANTS, get_fvd_variant, preprocess_for_fvd_torch_resize
+from lumiere.metrics.fvd import FVD_VARIANTS, get_fvd_variant
 from lumiere.metrics.inception_score import (
     inception_score_from_probs,
     inception_score_repeated,
@@ -56,7 +56,7 @@ def test_the_two_fvd_variants_differ_exactly_by_the_covariance_divisor():
 
 def test_fvd_variants_resize_differently_and_carry_their_labels():
     videos = torch.rand(2, 3, 16, 10, 14, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    torch_resized = preprocess_for_fvd_torch_resize(videos)
+    torch_resized = preprocess_for_fvd(videos, resize="torch")
     frames = ((videos.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 1, 3, 4).reshape(32, 3, 10, 14)
     expected = F.interpolate(frames, size=(224, 224), mode="bilinear", align_corners=False)
     expected = expected.reshape(2, 16, 3, 224, 224).permute(0, 2, 1, 3, 4) * 2 / 255 - 1

@@ -373,19 +373,11 @@ class VideoDataModule(pl.LightningDataModule):
     def train_captions(self, limit: int = 4096) -> list[str]:
         """Up to ``limit`` captions of the training shards, read in shard order without decoding any
         video: statistics of the caption distribution, e.g. for the STUNet's whitened caption pooling."""
-        import webdataset as wds
 
-        from lumiere.data.shards import sample_caption, sample_meta
+        from lumiere.data.shards import shard_captions
 
         def captions():
-            for shard in self.shards["train"]:
-                for sample in wds.tarfile_to_samples(handler=wds.warn_and_continue)(iter([{"url": shard}])):
-                    try:
-                        caption = sample_caption(sample, sample_meta(sample))
-                    except (ValueError, UnicodeDecodeError):
-                        continue  # bad json: the loader skips this sample too
-                    if caption is not None:
-                        yield caption
+            yield from shard_captions(self.shards["train"])
 
         self.setup("fit")
         return list(islice(captions(), limit))

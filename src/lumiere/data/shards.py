@@ -15,7 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,21 @@ def sample_caption(sample: dict[str, Any], meta: dict[str, Any]) -> str | None:
     if isinstance(caption, str) and caption.strip():
         return caption.strip()
     return None
+
+
+def shard_captions(shards: Iterable[str]) -> Iterator[str]:
+    """Every caption of ``shards`` in shard order, without decoding a video (a sample with a bad json
+    or no caption is passed over, as the loader skips it)."""
+    import webdataset as wds
+
+    for shard in shards:
+        for sample in wds.tarfile_to_samples(handler=wds.warn_and_continue)(iter([{"url": shard}])):
+            try:
+                caption = sample_caption(sample, sample_meta(sample))
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if caption is not None:
+                yield caption
 
 
 def sample_video_bytes(sample: dict[str, Any]) -> bytes | None:

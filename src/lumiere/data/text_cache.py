@@ -28,7 +28,7 @@ import json
 import logging
 import shlex
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lumiere.data.shards import expand_shards, shard_captions
 from lumiere.errors import ConfigError, InputFileError, LumiereError
 from lumiere.utils import atomic_write
 
@@ -305,20 +306,6 @@ def check_text_cache_in_use(module: nn.Module) -> None:
 # -- writing a store ---------------------------------------------------------------------------
 
 
-def shard_captions(specs: Sequence[str]) -> Iterator[str]:
-    """Every caption of the shards, read as the data module reads them (``txt``, else the json's caption)."""
-    import webdataset as wds
-
-    from lumiere.data.shards import expand_shards, sample_caption, sample_meta
-
-    for shard in expand_shards(list(specs)):
-        for sample in wds.tarfile_to_samples(handler=wds.warn_and_continue)(iter([{"url": shard}])):
-            try:
-                caption = sample_caption(sample, sample_meta(sample))
-            except (ValueError, UnicodeDecodeError):
-                continue  # bad json: the loader skips this sample too
-            if caption is not None:
-                yield caption
 
 
 def encoder_record(encoder, encoder_dir: Path, tokenizer_path: str | None, variant: str | None) -> dict[str, Any]:
@@ -489,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder_dir = args.text_encoder or args.t2i_path
         encoder = FrozenTextEncoder.from_pretrained(encoder_dir, tokenizer_path=args.tokenizer, variant=args.variant)
         prompts = [prompt for path in args.prompts for prompt in read_prompt_file(path)]
-        captions = chain(prompts, shard_captions(args.shards) if args.shards else ())
+        captions = chain(prompts, shard_captions(expand_shards(list(args.shards))) if args.shards else ())
         counts = build_text_cache(captions, encoder, args.out, encoder_dir=encoder_dir, tokenizer_path=args.tokenizer,
                                   variant=args.variant, dtype=args.dtype, compute_dtype=args.compute_dtype,
                                   sources=[absolute_spec(spec) for spec in args.shards], prompt_files=args.prompts, batch_size=args.batch_size,

@@ -26,10 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import einops
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
@@ -40,7 +38,6 @@ from lumiere.metrics.preprocessing import (
     FVD_SIZE,
     fvd_variant,
     preprocess_for_fvd,
-    quantize_to_uint8_range,
 )
 
 # Tensor dimension legend: b batch, c channels, t time, h height, w width.
@@ -68,21 +65,6 @@ def get_fvd_variant(name: str) -> FVDVariant:
     if name not in FVD_VARIANTS:
         raise ConfigError(f"unknown FVD variant {name!r}: choose one of {', '.join(FVD_VARIANTS)} (evaluation.fvd_variant)")
     return FVD_VARIANTS[name]
-
-
-def preprocess_for_fvd_torch_resize(videos: torch.Tensor, num_frames: int = FVD_NUM_FRAMES, size: int = FVD_SIZE) -> torch.Tensor:
-    """As ``preprocess_for_fvd`` with PyTorch's bilinear resize (half-pixel centres, no antialias)
-    in place of TF1's legacy one: first frames, 0-255 quantisation, resize, ``2 x / 255 - 1``."""
-    if videos.ndim != 5 or videos.shape[1] != 3:
-        raise ConfigError(f"FVD expects RGB videos of shape (B, 3, T, H, W), got {tuple(videos.shape)}")
-    if videos.shape[2] < num_frames:
-        raise ConfigError(f"FVD uses the first {num_frames} frames; the videos have only {videos.shape[2]}")
-    frames = quantize_to_uint8_range(videos[:, :, :num_frames].to(torch.float32))
-    batch = frames.shape[0]
-    frames = einops.rearrange(frames, "b c t h w -> (b t) c h w")
-    frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
-    frames = einops.rearrange(frames, "(b t) c h w -> b c t h w", b=batch)
-    return 2.0 * frames / 255.0 - 1.0
 
 
 def _variant_name(resize: str, num_frames: int, size: int, ddof: int, features: str | None = None) -> str:
@@ -213,8 +195,7 @@ class FrechetVideoDistance(Metric):
             raise ConfigError("FrechetVideoDistance needs feature_dim (or a feature_extractor with a feature_dim attribute)")
         self.feature_dim, self.ddof = int(dim), ddof
         if preprocess is True:
-            resize_fn = preprocess_for_fvd if resize == "tf1" else preprocess_for_fvd_torch_resize
-            self._preprocess = lambda videos: resize_fn(videos, num_frames=num_frames, size=size)
+            self._preprocess = lambda videos: preprocess_for_fvd(videos, num_frames=num_frames, size=size, resize=resize)
         elif preprocess is False:
             self._preprocess = lambda videos: videos
         else:

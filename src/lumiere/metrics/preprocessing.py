@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import einops
 import torch
+import torch.nn.functional as F
 
 from lumiere.errors import ConfigError
 
@@ -67,12 +68,16 @@ def quantize_to_uint8_range(videos: torch.Tensor) -> torch.Tensor:
     return ((videos.clamp(-1, 1) + 1) * 127.5).round()
 
 
-def preprocess_for_fvd(videos: torch.Tensor, num_frames: int = FVD_NUM_FRAMES, size: int = FVD_SIZE) -> torch.Tensor:
+def preprocess_for_fvd(videos: torch.Tensor, num_frames: int = FVD_NUM_FRAMES, size: int = FVD_SIZE,
+                       resize: str = "tf1") -> torch.Tensor:
     """(B, 3, T, H, W) in [-1, 1] -> the I3D input (B, 3, num_frames, size, size) in [-1, 1].
 
-    First ``num_frames`` frames, quantisation to 0-255, TF1 legacy bilinear resize, scaling
-    ``2 x / 255 - 1``.
+    First ``num_frames`` frames, quantisation to 0-255, a bilinear resize, scaling ``2 x / 255 - 1``.
+    ``resize="tf1"``: TF1's legacy resize (the reference FVD code); ``"torch"``: PyTorch's
+    (half-pixel centres, no antialias), as StyleGAN-V's evaluation resizes.
     """
+    if resize not in ("tf1", "torch"):
+        raise ConfigError(f"resize must be 'tf1' or 'torch', got {resize!r}")
     if videos.ndim != 5 or videos.shape[1] != 3:
         raise ConfigError(f"FVD expects RGB videos of shape (B, 3, T, H, W), got {tuple(videos.shape)}")
     if videos.shape[2] < num_frames:
@@ -80,6 +85,9 @@ def preprocess_for_fvd(videos: torch.Tensor, num_frames: int = FVD_NUM_FRAMES, s
     frames = quantize_to_uint8_range(videos[:, :, :num_frames].to(torch.float32))
     batch = frames.shape[0]
     frames = einops.rearrange(frames, "b c t h w -> (b t) c h w")
-    frames = tf1_legacy_bilinear_resize(frames, size)
+    if resize == "tf1":
+        frames = tf1_legacy_bilinear_resize(frames, size)
+    else:
+        frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False)
     frames = einops.rearrange(frames, "(b t) c h w -> b c t h w", b=batch)
     return 2.0 * frames / 255.0 - 1.0
