@@ -15,7 +15,7 @@ from lumiere.errors import InputFileError
 from lumiere.training import load_module_from_checkpoint
 from lumiere.training.stored_config import UnsafeConfigError, check_stored_model_config
 
-from training_helpers import REPO_ROOT
+from training_helpers import REPO_ROOT, make_tiny_dataset
 
 # A stage config of the right shape, in which each gadget replaces one part.
 STUNET_STAGE = {
@@ -130,7 +130,8 @@ ENTRY_POINTS = {
     "evaluate.py ckpt_path": lambda ckpt, out: ["evaluate.py", "experiment=demo_eval", f"ckpt_path={ckpt}",
                                                  f"paths.output_dir={out}"],
     "train.py model.base_ckpt_path": lambda ckpt, out: ["train.py", "experiment=tiny_conditional", f"model.base_ckpt_path={ckpt}",
-                                                         f"paths.output_dir={out}", "logger=none"],
+                                                         f"paths.output_dir={out}", f"paths.data_dir={out.parent / 'data'}",
+                                                         "logger=none"],
 }
 
 
@@ -142,6 +143,8 @@ def test_entry_points_refuse_a_gadget_checkpoint_in_one_line_and_run_nothing(tmp
     marker, paths = gadgets
     out = tmp_path / "out"
     Image.new("RGB", (16, 16)).save(tmp_path / "frame.png")
+    if entry.startswith("train.py"):
+        make_tiny_dataset(tmp_path / "data")  # the shards are checked before any model or checkpoint
     for name in ("os_system", "pickled_object"):
         command = [sys.executable, *ENTRY_POINTS[entry](paths[name], out)]
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,

@@ -21,14 +21,6 @@ STAGE_CONFIG = {"_target_": "lumiere.training.TextToVideoModule",
                 "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4}, "ema_decay": None}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def if_folder(tmp_path_factory):
     return write_pipeline_folder(tmp_path_factory.mktemp("if") / "IF-I-tiny")
@@ -129,3 +121,31 @@ def test_a_checkpoint_made_under_bf16_loads_under_fp32_and_back(tmp_path, if_fol
     resumed.setup("fit")  # casts to bf16 after taking the fingerprints
     resumed.on_load_checkpoint(fp32_checkpoint)  # the frozen-part check passes
     assert resumed.network.unet.conv_in.weight.dtype == torch.bfloat16
+
+
+def test_conditional_and_sdedit_sampling_run_with_bf16_frozen_parts_on_cpu(tmp_path, if_folder):
+    """Paths that call network_forward themselves (conditional sampling, SDEdit) run it inside
+    frozen_compute_scope: without it a bf16 frozen layer meets a float32 input and raises."""
+    from lumiere.apps import sdedit_video
+    from lumiere.training.conditional import ConditionalVideoModule
+
+    torch.manual_seed(0)
+    base = TextToVideoModule(t2i_path=str(if_folder), frozen_dtype="bf16", **stage_kwargs())
+    attach_trainer(base, "32-true")
+    base.setup("fit")
+    _save_checkpoint(base, tmp_path / "base.ckpt")
+    loaded = load_module_from_checkpoint(str(tmp_path / "base.ckpt"))
+    assert loaded.frozen_dtype == torch.bfloat16
+    clip = torch.rand(1, 3, 8, 16, 16) * 2 - 1
+    edited = sdedit_video(loaded, clip, "a blue square", 0.5, num_inference_steps=2, progress=False)
+    assert edited.shape == clip.shape and edited.dtype == torch.float32 and torch.isfinite(edited).all()
+
+    conditional = ConditionalVideoModule(base_ckpt_path=str(tmp_path / "base.ckpt"), frozen_dtype="bf16",
+                                         optimizer=stage_kwargs()["optimizer"], ema_decay=None)
+    attach_trainer(conditional, "32-true")
+    conditional.setup("fit")
+    assert conditional.frozen_dtype == torch.bfloat16
+    mask = torch.zeros(1, 1, 8, 16, 16)
+    mask[:, :, 0] = 1  # the first frame known: image-to-video
+    video = conditional.generate_conditional(["a red circle"], clip, mask, num_inference_steps=2, progress=False)
+    assert video.shape == clip.shape and video.dtype == torch.float32 and torch.isfinite(video).all()

@@ -27,6 +27,8 @@ from lumiere.models import STUNet, build_tiny_text_encoder, build_unet
 from lumiere.models.pipeline_folder import resolve_model_parts
 from lumiere.training import TextToImageModule, TextToVideoModule
 
+from training_helpers import make_tiny_dataset
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black"]
 SHAPES = ["circle", "square", "triangle", "star", "dog", "cat", "car", "bird"]
@@ -38,14 +40,6 @@ CAPTIONS = [f"a {colour} {shape} {motion} slowly on a plain background"
 IF_SCHEDULER = {"_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
                 "prediction_type": "epsilon", "variance_type": "fixed_small", "thresholding": True,
                 "dynamic_thresholding_ratio": 0.95, "sample_max_value": 1.5, "clip_sample": True}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def write_spiece_tokenizer(folder: Path, sentences: list[str], model_max_length: int = 77, vocab_size: int = 200) -> Path:
@@ -215,6 +209,13 @@ def test_separate_paths_still_work_and_replace_the_folders_parts(tmp_path, if_fo
         TextToVideoModule(unet_path=str(other_unet), **stage_kwargs())
 
 
+def test_no_path_at_all_names_t2i_path_and_the_download():
+    with pytest.raises(InputFileError, match=r"^model.t2i_path is not set: give model.t2i_path \(a pipeline folder\) or "
+                                             r"both model.unet_path and model.text_encoder_path; nothing is downloaded .*"
+                                             r"huggingface-cli download DeepFloyd/IF-I-XL-v1.0"):
+        TextToVideoModule(**stage_kwargs())
+
+
 def test_the_stage0_export_writes_the_pipeline_layout_that_t2i_path_loads(tmp_path):
     torch.manual_seed(0)
     objective = DiffusionObjective(prediction_type="v_prediction")
@@ -237,6 +238,7 @@ def test_the_stage0_export_writes_the_pipeline_layout_that_t2i_path_loads(tmp_pa
 
 @pytest.mark.slow
 def test_train_py_refuses_a_hub_id_in_one_line_with_a_non_zero_exit(tmp_path):
+    make_tiny_dataset(tmp_path / "data")  # the shards are checked first (tasks/training.py check_training_shards)
     result = subprocess.run(
         [sys.executable, "train.py", "experiment=tiny_stunet", "model.t2i_path=DeepFloyd/IF-I-XL-v1.0",
          f"paths.root_dir={tmp_path}", "logger=none"],

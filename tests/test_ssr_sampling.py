@@ -223,3 +223,9 @@ def test_training_batch_checks_the_pair_sizes_and_gives_a_finite_loss(ssr_video)
     with pytest.raises(ConfigError, match="hr_resolution=16"):
         bad = {**batch, "video_hr": torch.zeros(2, 3, 4, 24, 24)}
         ssr_video.diffusion_loss(bad, ssr_video.sample_generators(bad, step=0))
+
+
+def test_an_ssr_with_no_network_names_t2i_path(text_encoder_path):
+    with pytest.raises(ConfigError, match=r"^model.t2i_path is not set \(an IF stage II folder, or unet_path \+ "
+                                          r"text_encoder_path of a trained 2D SSR\)"):
+        SuperResolutionModule(text_encoder_path=text_encoder_path, low_res_size=LOW, **module_kwargs())

@@ -7,8 +7,8 @@ they are centre-cropped to a square and resized to the model's resolution (masks
 neighbour, so they stay binary). Frame counts must suit the model (`check_num_frames`).
 
 The modules are used through their public methods only (`generate_conditional`, `generate`,
-`network_forward`, `encode_text`, `make_scheduler`, `sample_size`, `network`), so this file
-needs nothing from `lumiere.training`.
+`network_forward`, called inside `frozen_compute_scope`, `encode_text`, `make_scheduler`,
+`sample_size`, `network`), so this file needs nothing from `lumiere.training`.
 """
 
 from __future__ import annotations
@@ -113,13 +113,15 @@ def sdedit_video(module, video: Tensor, prompts: str | Sequence[str], strength: 
     video = _batch(video, len(prompts)).to(module.device, torch.float32)
     module.check_num_frames(video.shape[2])
     generator = torch.Generator().manual_seed(seed)
-    return sdedit(
-        module.network_forward, video, module.make_scheduler(scheduler), float(strength),
-        num_inference_steps=num_inference_steps or module.sampler_config["num_inference_steps"],
-        cond=module.encode_text(prompts), uncond=module.encode_text([""] * len(prompts)),
-        guidance_scale=module.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
-        generator=generator, progress=progress,
-    )
+    cond, uncond = module.encode_text(prompts), module.encode_text([""] * len(prompts))
+    with module.frozen_compute_scope():  # bf16/fp16 frozen parts meet the float32 temporal layers
+        return sdedit(
+            module.network_forward, video, module.make_scheduler(scheduler), float(strength),
+            num_inference_steps=num_inference_steps or module.sampler_config["num_inference_steps"],
+            cond=cond, uncond=uncond,
+            guidance_scale=module.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
+            generator=generator, progress=progress,
+        ).float()
 
 
 # ---------------------------------------------------------------------------- Sec. 4.1: style

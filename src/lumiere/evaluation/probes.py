@@ -19,7 +19,7 @@ The prompts are captions of the demo slice (``lumiere.data.vocabulary.DEMO_SLICE
 the benchmark's own caption writer; the measurements are those of ``lumiere.metrics.tracking``.
 A stage is used through its public interface only: ``generate``, ``encode_text``, the denoiser
 ``network_forward`` with its ``objective`` (the ``denoise(x, t, cond)`` boundary of
-``lumiere.diffusion``), ``sample_shape`` and ``sample_size``. ``fit-at-T`` trains with its own
+``lumiere.diffusion``), called inside ``frozen_compute_scope``, ``sample_shape`` and ``sample_size``. ``fit-at-T`` trains with its own
 short loop because it draws t from a narrow range near T, which the stage's training step does
 not offer.
 
@@ -96,12 +96,15 @@ def guess_rgb_from_pure_noise(module, caption: str, num_images: int, num_frames:
     noise = torch.randn(module.sample_shape(num_images, num_frames), generator=torch.Generator().manual_seed(seed + 1))
     noise = noise.to(module.device)
     cond = module.encode_text([caption] * num_images)
-    return module.objective.predict_x0(module.network_forward(noise, t, cond), noise, t).mean(dim=(0, 2, 3, 4)).float().cpu()
+    with module.frozen_compute_scope():  # bf16/fp16 frozen parts meet the float32 temporal layers
+        guess = module.objective.predict_x0(module.network_forward(noise, t, cond), noise, t)
+    return guess.float().mean(dim=(0, 2, 3, 4)).cpu()
 
 
 def loss_at(module, x0: torch.Tensor, cond: dict, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The stage's diffusion loss of clips ``x0`` at given timesteps and noise (a scalar tensor)."""
-    return module.objective.loss(module.network_forward, x0, cond, timesteps=timesteps, noise=noise)[0]
+    with module.frozen_compute_scope():
+        return module.objective.loss(module.network_forward, x0, cond, timesteps=timesteps, noise=noise)[0].float()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,7 +342,8 @@ def fit_at_t(module, data_dir: str, seed: int, steps: int = 150, t_range: tuple[
         with torch.no_grad():
             cond = module.encode_text([caption_from_labels(label) for label in batch_labels])
         t = torch.randint(t_range[0], t_range[1] + 1, (batch_size,), generator=generator).to(module.device)
-        loss = module.objective.loss(module.network_forward, x0, cond, timesteps=t, generator=generator)[0]
+        with module.frozen_compute_scope():
+            loss = module.objective.loss(module.network_forward, x0, cond, timesteps=t, generator=generator)[0].float()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -184,6 +184,9 @@ def resolve_model_parts(
             warn_line(f"model.t2i_path={t2i_path} is not used: model.unet_path and model.text_encoder_path are set "
                       "(set them to null to load the whole pipeline folder)")
         pipeline = None
+    elif t2i_path is None and unet_path is None and text_encoder_path is None:
+        raise InputFileError("model.t2i_path is not set: give model.t2i_path (a pipeline folder) or both "
+                             f"model.unet_path and model.text_encoder_path; {DOWNLOAD_HINT}")
     elif t2i_path is None:
         missing = "model.unet_path" if unet_path is None else "model.text_encoder_path"
         raise InputFileError(f"{missing} is not set: give model.t2i_path (a pipeline folder) or both "

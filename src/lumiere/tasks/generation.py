@@ -190,20 +190,34 @@ def prepare_out_dir(path: Any, name: str = "out_dir") -> str:
     return path
 
 
+def _positive_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
 def training_fps(ckpt_path: str) -> float | None:
-    """The frame rate a checkpoint's stage was trained at (its datamodule's target_fps), if it says one.
+    """The frame rate a checkpoint's stage was trained at, if it says one: the most common real rate of
+    its training clips (``data_fps``, counted by the stage: a rounded stride makes it differ from the
+    target), else its datamodule's target_fps.
 
     Lightning stores the datamodule's arguments in every checkpoint it writes; a stage trained with
-    `frame_stride` instead of `target_fps` (or a checkpoint written otherwise) gives None."""
+    `frame_stride` instead of `target_fps` before ``data_fps`` was kept (or a checkpoint written
+    otherwise) gives None."""
+    from lumiere.training.base import DATA_FPS_KEY
+
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # unreadable files are reported by the loader; this only looks for a number
         return None
-    data = checkpoint.get("datamodule_hyper_parameters") if isinstance(checkpoint, dict) else None
-    fps = data.get("target_fps") if isinstance(data, dict) else None
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+    if not isinstance(checkpoint, dict):
         return None
-    return float(fps)
+    record = checkpoint.get(DATA_FPS_KEY)
+    measured = _positive_number(record.get("most_common")) if isinstance(record, dict) else None
+    if measured is not None:
+        return measured
+    data = checkpoint.get("datamodule_hyper_parameters")
+    return _positive_number(data.get("target_fps")) if isinstance(data, dict) else None
 
 
 def fps_option(value: Any) -> float | None:

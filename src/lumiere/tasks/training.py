@@ -97,6 +97,19 @@ def draw_stills_for_image_stage(cfg: DictConfig, model: Any) -> None:
             cfg.data.image_mode = True
 
 
+def check_training_shards(cfg: DictConfig) -> None:
+    """Resolve the shards a fit reads (train, and val when there is one) from ``data.root`` /
+    ``data.*_shards`` before the model is built: a missing folder or shard is one line in seconds,
+    not after the frozen U-Net and T5 loaded (minutes at IF scale). The rule is the data module's
+    own (`VideoDataModule.setup`, on a throwaway instance: building one touches no file)."""
+    from lumiere.utils import instantiate_config
+
+    data = cfg.get("data")
+    if not cfg.get("train", True) or data is None or data.get("_target_") not in VIDEO_DATA_TARGETS:
+        return
+    instantiate_config(data).setup("fit")
+
+
 def wants_caption_val_prompts(cfg: DictConfig) -> bool:
     """`model.val_prompts: null`: the validation prompts are the data's own captions (filled in by
     :func:`fill_val_prompts_from_captions`); an explicit list, or [] for none, is kept as given."""
@@ -234,7 +247,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     `global_batch_size` can set the per-device batch from its device count; a PreemptionCheckpoint
     saves `last.ckpt` on SIGUSR1/SIGTERM; on SLURM, Lightning's own requeue handler is off.
 
-    Before any file of ours is written the model is built, its clip lengths checked and the resume
+    Before any file of ours is written the training shards are resolved (before the model is built:
+    a missing data.root is one line in seconds), the model is built, its clip lengths checked and the resume
     checkpoint chosen (`ckpt_path=auto`: the newest readable one; an error when none is readable).
 
     Rank 0 holds the run folder's lock (`run.lock`) from before the first file of ours is written
@@ -265,7 +279,8 @@ def _train_locked(cfg: DictConfig, output_dir: str) -> dict[str, float]:
     from lumiere.training.preemption import PreemptionExit
     from lumiere.utils import instantiate_config
 
-    # The model first: a clip length it cannot take is refused before any file is written.
+    # The shards, then the model: a clip length it cannot take is refused before any file is written.
+    check_training_shards(cfg)
     caption_val_prompts = wants_caption_val_prompts(cfg)
     if caption_val_prompts:  # filled from the data's captions once the data module exists
         with open_dict(cfg):

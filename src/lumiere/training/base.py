@@ -11,8 +11,9 @@ stage was configured with), the EMA, and the resolved model config, so that
 
 The frozen parts run in `frozen_dtype` (bf16 under a bf16 trainer precision on a GPU, else fp32;
 `cast_frozen_parts`), the trainable ones keep fp32 weights; the network is called under
-`frozen_compute_scope` (autocast) so both meet in one compute dtype. Their fingerprints, which pin
-a checkpoint to its frozen parts, are taken of the weights as loaded, before any cast.
+`frozen_compute_scope` (autocast) so both meet in one compute dtype (the rules live in
+`lumiere.training.frozen_dtype`). Their fingerprints, which pin a checkpoint to its frozen parts,
+are taken of the weights as loaded, before any cast.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -27,15 +29,17 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
 from lumiere.diffusion import DiffusionObjective, build_scheduler, sample
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.training.ema import ExponentialMovingAverage
+from lumiere.training.frozen_dtype import auto_frozen_dtype, cast_frozen_weights, frozen_autocast, parse_frozen_dtype
 
 log = logging.getLogger("lumiere")
 
 CHECKPOINT_KEY = "lumiere"
+DATA_FPS_KEY = "data_fps"  # the real training clip rates: {"most_common": fps, "counts": {"16.0": n}} (generate.py)
 # The frozen parts a checkpoint is pinned to: its trainable weights only make sense on top of these.
 FROZEN_PARTS = ("text_encoder", "network.unet")
 VOCABULARY_CHECK_CAPTIONS = 256  # training captions the tokenizer is checked on before the first step
@@ -52,32 +56,6 @@ def tensor_fingerprint(named_tensors) -> str:
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
         digest.update(values.numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-FROZEN_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-                 "fp16": torch.float16, "float16": torch.float16}
-# Normalisation layers of the frozen parts stay float32 whatever frozen_dtype is: their weights are a
-# negligible share of the parameters, and CPU autocast runs layer/group norm in float32 without
-# casting their weights (a bf16 weight there is a dtype error).
-FLOAT32_NORMS = (nn.LayerNorm, nn.GroupNorm)
-
-
-def parse_frozen_dtype(value: str | None) -> torch.dtype | None:
-    """``frozen_dtype`` as a torch dtype; None for "auto" / null (decided from the trainer, see ``auto_frozen_dtype``)."""
-    if value is None or str(value).lower() == "auto":
-        return None
-    dtype = FROZEN_DTYPES.get(str(value).lower())
-    if dtype is None:
-        raise ConfigError(f"model.frozen_dtype={value!r} is not a dtype: use auto, fp32, bf16 or fp16")
-    return dtype
-
-
-def auto_frozen_dtype(precision: str | None, device_type: str | None) -> torch.dtype:
-    """bf16 under a bf16 trainer precision (bf16-mixed / bf16-true) on an accelerator, else float32
-    (on CPU, and whenever no trainer says otherwise: sampling from a checkpoint)."""
-    if precision is not None and str(precision).startswith("bf16") and device_type not in (None, "cpu"):
-        return torch.bfloat16
-    return torch.float32
 
 
 @rank_zero_only
@@ -177,6 +155,8 @@ class DiffusionModule(pl.LightningModule):
         # Sampling takes the folder's settings unless the experiment sets them (build_scheduler).
         self.scheduler_config: dict | None = None
         self.text_cache, self.text_cache_missing = text_cache, text_cache_missing  # read by the stages' text encoder
+        # Training clips per real frame rate (batch["fps"], rounded to 1e-3), kept across resumes.
+        self.data_fps_counts: Counter[float] = Counter()
 
     # ------------------------------------------------------------------ stage hooks
     def prepare_batch(self, batch: dict, generators: Sequence[torch.Generator]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -256,22 +236,14 @@ class DiffusionModule(pl.LightningModule):
         copies. The frozen-part fingerprints are taken first, of the weights as loaded, so that a
         checkpoint written under one frozen_dtype loads under another."""
         self.frozen_fingerprints()
-        for module in self.frozen_modules():
-            for layer in module.modules():
-                target = torch.float32 if isinstance(layer, FLOAT32_NORMS) else dtype
-                for parameter in layer.parameters(recurse=False):
-                    if not parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != target:
-                        parameter.data = parameter.data.to(target)
+        cast_frozen_weights(self.frozen_modules(), dtype)
         self.frozen_dtype = dtype
 
     def frozen_compute_scope(self):
         """Context for calls of the network: autocast to ``frozen_dtype`` when the frozen parts are in a
         lower precision and no autocast is active yet (Lightning's bf16-mixed already opens one), so
         that float32 temporal layers and bf16 frozen layers meet in one compute dtype."""
-        device_type = self.device.type
-        if self.frozen_dtype == torch.float32 or torch.is_autocast_enabled(device_type):
-            return nullcontext()
-        return torch.autocast(device_type, dtype=self.frozen_dtype)
+        return frozen_autocast(self.frozen_dtype, self.device.type)
 
     def ema_scope(self):
         """Context in which the module runs with its EMA weights (a no-op without EMA)."""
@@ -309,7 +281,24 @@ class DiffusionModule(pl.LightningModule):
             loss, _ = self.objective.loss(self.network_forward, x0, cond, timesteps=timesteps, noise=noise)
         return loss.float()
 
+    def count_data_fps(self, batch: dict) -> None:
+        """Count each clip's real frame rate (source fps / stride, from the loader). A rate of 0 (a
+        container and shard that name none) says nothing and is not counted. Under DDP each rank
+        counts its own clips and rank zero's counts are saved: the same rates, a share of the clips."""
+        for fps in batch.get("fps", ()):
+            rate = round(float(fps), 3)
+            if rate > 0:
+                self.data_fps_counts[rate] += 1
+
+    def data_fps_record(self) -> dict | None:
+        """The ``checkpoint["data_fps"]`` entry: the most common training frame rate and all counts; None before any."""
+        if not self.data_fps_counts:
+            return None
+        most_common = self.data_fps_counts.most_common(1)[0][0]
+        return {"most_common": most_common, "counts": {str(rate): count for rate, count in self.data_fps_counts.items()}}
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        self.count_data_fps(batch)
         generators = self.sample_generators(batch, self.global_step)
         loss = self.diffusion_loss(batch, generators, caption_dropout=self.caption_dropout)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
@@ -425,6 +414,9 @@ class DiffusionModule(pl.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {"model_config": self.model_config, "frozen_fingerprints": self.frozen_fingerprints()}
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
+        record = self.data_fps_record()
+        if record is not None:
+            checkpoint[DATA_FPS_KEY] = record
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._check_frozen_fingerprints((checkpoint.get(CHECKPOINT_KEY) or {}).get("frozen_fingerprints") or {})
@@ -438,6 +430,8 @@ class DiffusionModule(pl.LightningModule):
             self.ema = ExponentialMovingAverage(self.trainable_named_parameters(), self.ema_decay)
         if self.ema is not None and "ema" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema"])
+        counts = (checkpoint.get(DATA_FPS_KEY) or {}).get("counts") or {}
+        self.data_fps_counts = Counter({float(rate): int(count) for rate, count in counts.items()})  # a resume keeps counting
 
 
 def read_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:

@@ -159,13 +159,14 @@ class ConditionalVideoModule(TextToVideoModule):
         denoiser = self.network_forward
         if replace:
             denoiser = replace_known_region(denoiser, self.objective.alphas_cumprod, self.objective.prediction_type)
-        video = sample(
-            denoiser, noise, self.make_scheduler(scheduler),
-            num_inference_steps=num_inference_steps or self.sampler_config["num_inference_steps"],
-            cond=cond, uncond=uncond,
-            guidance_scale=self.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
-            generator=generator, progress=progress,
-        )
+        with self.frozen_compute_scope():  # bf16/fp16 frozen parts meet the float32 temporal layers
+            video = sample(
+                denoiser, noise, self.make_scheduler(scheduler),
+                num_inference_steps=num_inference_steps or self.sampler_config["num_inference_steps"],
+                cond=cond, uncond=uncond,
+                guidance_scale=self.sampler_config["guidance_scale"] if guidance_scale is None else guidance_scale,
+                generator=generator, progress=progress,
+            ).float()
         return paste_known_region(video, known["cond_video"], known["mask"]) if replace else video
 
     @torch.no_grad()

@@ -82,7 +82,10 @@ class SuperResolutionModule(DiffusionModule):
     ) -> None:
         super().__init__(**kwargs)
         inflating = unet_path is not None or t2i_path is not None
-        if (unet is None) == (not inflating):
+        if unet is None and not inflating:
+            raise ConfigError("model.t2i_path is not set (an IF stage II folder, or unet_path + text_encoder_path of a "
+                              "trained 2D SSR): set it to inflate one, or give `unet` to train a 2D SSR")
+        if unet is not None and inflating:
             raise ConfigError("give exactly one of `unet` (train a 2D SSR) or `unet_path` / `t2i_path` (inflate one)")
         if inflating and stunet is None:
             raise ConfigError("`unet_path` / `t2i_path` load a trained 2D SSR to inflate: give the `stunet` partial too")
