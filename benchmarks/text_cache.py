@@ -3,7 +3,7 @@
 Builds, in a temporary folder, a tiny IF-like U-Net (``--preset``, its text width set to the T5's)
 and a T5 encoder large enough to matter beside it (``--t5-layers`` layers at ``--t5-width``,
 gated-GELU feed-forward 4x wide, byte-level tokens padded to ``--max-length``), and a cache of the
-captions the steps draw (``lumiere.data.text_cache``). Each variant then runs in a fresh subprocess:
+captions the steps draw (``lumiere.training.text_cache``). Each variant then runs in a fresh subprocess:
 build the STUNet stage (``model.text_cache`` unset: the encoder is loaded; set: it is not), and
 train ``--steps`` steps (caption dropout as configured, AdamW on the temporal blocks).
 
@@ -64,9 +64,9 @@ def build_text_encoder(args):
 
 def prepare(folder: Path, args) -> dict:
     """The U-Net and text encoder folders and the cache; their parameter counts."""
-    from lumiere.data.text_cache import build_text_cache
     from lumiere.models import build_unet, save_unet
     from lumiere.models.text import FrozenTextEncoder
+    from lumiere.training.text_cache import build_text_cache
 
     torch.manual_seed(0)
     unet = build_unet(args.preset, sample_size=args.size, encoder_hid_dim=args.t5_width)

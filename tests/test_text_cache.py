@@ -9,7 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lumiere.data.text_cache import (
+from lumiere.errors import ConfigError, InputFileError
+from lumiere.models import FrozenTextEncoder, build_tiny_text_encoder
+from lumiere.training.text_cache import (
     INDEX_NAME,
     TextCacheStore,
     build_text_cache,
@@ -17,8 +19,6 @@ from lumiere.data.text_cache import (
     main,
     text_encoder_fingerprint,
 )
-from lumiere.errors import ConfigError, InputFileError
-from lumiere.models import FrozenTextEncoder, build_tiny_text_encoder
 
 from data_fixtures import good_sample, write_shard
 from training_helpers import compose_config, make_tiny_t2i_workspace
@@ -71,7 +71,7 @@ def test_a_second_run_encodes_only_what_the_store_lacks_and_a_killed_run_leaves_
     assert first == {"captions": 4, "encoded": 4, "stored": 4}
     assert len(json.loads((store_dir / INDEX_NAME).read_text())["parts"]) == 2
 
-    import lumiere.data.text_cache as text_cache
+    import lumiere.training.text_cache as text_cache
 
     real_write_part = text_cache.write_part
     calls = []
@@ -183,7 +183,7 @@ def test_the_cache_gives_the_encoders_states_and_fingerprint_and_the_checkpoint_
     stored = torch.load(checkpoint_path, map_location="cpu", weights_only=True)[CHECKPOINT_KEY]["frozen_fingerprints"]
     assert stored["text_encoder"] == module.frozen_fingerprints()["text_encoder"]
 
-    from lumiere.data.text_cache import frozen_text_encoder
+    from lumiere.training.text_cache import frozen_text_encoder
 
     cached = frozen_text_encoder(workspace / "artifacts" / "t2i" / "text_encoder", text_cache=str(workspace / "cache"))
     prompts = ["", "a red circle moving right at medium speed on a plain background"]
@@ -213,7 +213,7 @@ def test_resuming_with_a_cache_of_another_encoder_is_refused_unless_allowed(work
 
 
 def test_a_caption_missing_from_the_cache_is_one_line_naming_its_hash_and_the_command(workspace, monkeypatch):
-    from lumiere.data.text_cache import frozen_text_encoder
+    from lumiere.training.text_cache import frozen_text_encoder
 
     refuse_text_encoder(monkeypatch)
     cached = frozen_text_encoder(workspace / "artifacts" / "t2i" / "text_encoder", text_cache=str(workspace / "cache"))
@@ -222,11 +222,11 @@ def test_a_caption_missing_from_the_cache_is_one_line_naming_its_hash_and_the_co
         cached(["", caption])
     message = str(error.value)
     assert "\n" not in message and caption_key(caption) in message
-    assert "python -m lumiere.data.text_cache --shards" in message and "text_cache_missing=encode" in message
+    assert "python -m lumiere.training.text_cache --shards" in message and "text_cache_missing=encode" in message
 
 
 def test_text_cache_missing_encode_loads_the_encoder_for_missing_captions_only(workspace, monkeypatch):
-    from lumiere.data.text_cache import frozen_text_encoder
+    from lumiere.training.text_cache import frozen_text_encoder
 
     encoder_dir = workspace / "artifacts" / "t2i" / "text_encoder"
     loads = []
@@ -252,7 +252,7 @@ def test_text_cache_missing_encode_loads_the_encoder_for_missing_captions_only(w
 def test_a_cache_named_for_a_stage_that_cannot_read_it_or_lacking_a_validation_prompt_is_refused(workspace):
     from hydra.utils import instantiate
 
-    from lumiere.data.text_cache import check_text_cache_in_use
+    from lumiere.training.text_cache import check_text_cache_in_use
 
     cfg = compose_config("train", _overrides(workspace, "val", f"model.text_cache={workspace / 'cache'}",
                                              "model.val_prompts=[a prompt nobody cached]"), workspace / "val")

@@ -123,7 +123,7 @@ class DiffusionModule(pl.LightningModule):
         # precision on an accelerator, else fp32; or fp32 / bf16 / fp16. Trainable weights stay fp32.
         frozen_dtype: str | None = "auto",
         # Not in the paper, a training-cost measure: precomputed caption states (python -m
-        # lumiere.data.text_cache) read instead of loading the frozen text encoder at all.
+        # lumiere.training.text_cache) read instead of loading the frozen text encoder at all.
         text_cache: str | None = None,
         text_cache_missing: str = "error",  # a caption not in the cache: "error", or "encode" it with the encoder
     ) -> None:
@@ -216,7 +216,7 @@ class DiffusionModule(pl.LightningModule):
             self.text_encoder.check_vocabulary(datamodule.train_captions(limit=VOCABULARY_CHECK_CAPTIONS),
                                                "the training captions")
         if self.text_cache is not None:  # the stage reads it, and it holds the validation and training captions
-            from lumiere.data.text_cache import check_text_cache_in_use
+            from lumiere.training.text_cache import check_text_cache_in_use
 
             check_text_cache_in_use(self)
         if self.ema is None and self.ema_decay:

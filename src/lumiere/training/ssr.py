@@ -30,7 +30,6 @@ from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import Tensor
 
-from lumiere.data.text_cache import frozen_text_encoder
 from lumiere.diffusion import multidiffusion_sample
 from lumiere.errors import ConfigError
 from lumiere.models import STUNet, load_unet
@@ -38,6 +37,7 @@ from lumiere.models.pipeline_folder import resolve_model_parts
 from lumiere.training.base import DiffusionModule, configured_sample_size
 from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
 from lumiere.training.stages import apply_unet_per_frame, write_export
+from lumiere.training.text_cache import frozen_text_encoder
 
 # Written next to an exported SSR U-Net: the low-resolution size it was trained to upsample.
 SSR_META_FILE = "lumiere_ssr.json"

@@ -18,12 +18,12 @@ from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import Tensor
 
-from lumiere.data.text_cache import frozen_text_encoder
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.models import FrozenTextEncoder, STUNet, load_unet
 from lumiere.models.pipeline_folder import resolve_model_parts
 from lumiere.training.base import DiffusionModule, configured_sample_size
 from lumiere.training.export_meta import check_objective_matches, read_export_meta, write_export_meta
+from lumiere.training.text_cache import frozen_text_encoder
 
 T2I_META_FILE = "lumiere_t2i.json"  # beside the exported unet/ weights
 MODEL_INDEX_FILE = "model_index.json"

@@ -1,7 +1,7 @@
 """Cached text embeddings: every caption of a shard set encoded once by the frozen T5, read back in training.
 
 The frozen text encoder (T5-XXL for DeepFloyd IF, paper Sec. 3) sees the same captions in every
-epoch on every rank. ``python -m lumiere.data.text_cache`` encodes each distinct caption once, and
+epoch on every rank. ``python -m lumiere.training.text_cache`` encodes each distinct caption once, and
 with ``model.text_cache=STORE`` a stage takes the states from the store instead of loading the
 encoder at all. Not in the paper: a training-cost measure, off by default (``model.text_cache: null``).
 
@@ -83,10 +83,10 @@ def read_index(root: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as error:
         raise InputFileError(f"cannot read the text cache index {path}: {str(error).splitlines()[0]}") from None
     if not isinstance(index, dict) or index.get("format") != STORE_FORMAT:
-        raise InputFileError(f"{path} is not a text cache index (made by python -m lumiere.data.text_cache)")
+        raise InputFileError(f"{path} is not a text cache index (made by python -m lumiere.training.text_cache)")
     if index.get("version") != STORE_VERSION:
         raise InputFileError(f"{path} is a version {index.get('version')} text cache; this code reads version "
-                             f"{STORE_VERSION}: re-run python -m lumiere.data.text_cache --overwrite")
+                             f"{STORE_VERSION}: re-run python -m lumiere.training.text_cache --overwrite")
     return index
 
 
@@ -99,13 +99,13 @@ def part_keys(path: Path) -> list[str]:
             return json.loads((handle.metadata() or {})["keys"])
     except (OSError, ValueError, KeyError, SafetensorError) as error:
         raise InputFileError(f"text cache part {path} is unreadable ({type(error).__name__}): re-run "
-                             "python -m lumiere.data.text_cache with --overwrite") from None
+                             "python -m lumiere.training.text_cache with --overwrite") from None
 
 
 def rerun_command(index: dict[str, Any], root: Path) -> str:
     """The command that adds missing captions to this store (the shard specs it was made from)."""
     encoder = index["encoder"]
-    parts = ["python", "-m", "lumiere.data.text_cache"]
+    parts = ["python", "-m", "lumiere.training.text_cache"]
     sources, prompt_files = index.get("sources") or [], index.get("prompt_files") or []
     for spec in sources or ([] if prompt_files else ["SHARDS"]):
         parts += ["--shards", spec]
@@ -126,7 +126,7 @@ class TextCacheStore:
         index = read_index(self.root) if self.root.is_dir() else None
         if index is None:
             raise InputFileError(f"model.text_cache={root} is not a text cache (no {INDEX_NAME}): make it with "
-                                 f"python -m lumiere.data.text_cache --shards SHARDS --text-encoder PATH --out {root}")
+                                 f"python -m lumiere.training.text_cache --shards SHARDS --text-encoder PATH --out {root}")
         self.index = index
         self.rows: dict[str, tuple[int, int]] = {}  # key -> (part number, row)
         for number, part in enumerate(index["parts"]):
@@ -444,7 +444,7 @@ def read_prompt_file(path: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lumiere.data.text_cache",
+        prog="python -m lumiere.training.text_cache",
         description="Encode every caption of a shard set once with the frozen text encoder, for model.text_cache=OUT.")
     parser.add_argument("--shards", action="append", default=[],
                         help="shard folder, glob or brace pattern (repeat, or join with ::); give the training and "
