@@ -181,7 +181,7 @@ def generate_from_checkpoint(generator, prompts: list[str], settings: FolderSett
         return generator(batch_prompts, seed=seeds[0])  # one seed per call: a resumed batch equals the first run's
 
     paths = generate_videos_resumable(plan, generate_fn, generated_dir, batch_size=settings.batch_size,
-                                      writer=write, progress=progress)
+                                      writer=write, progress=progress, desc="generating clips")
     return VideoSource("generated", str(generated_dir / "videos"), "files", list(paths))
 
 

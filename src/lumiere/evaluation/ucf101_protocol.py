@@ -273,6 +273,7 @@ def generate_videos_resumable(
     writer: Callable[[Path, torch.Tensor], None] | None = None,
     extension: str = ".npy",
     progress: bool = True,
+    desc: str = "generating UCF101 videos",
 ) -> list[Path]:
     """Generate every video of ``plan`` into ``out_dir``, skipping the ones already finished.
 
@@ -302,7 +303,7 @@ def generate_videos_resumable(
     _atomic_write_bytes(out_dir / PLAN_NAME, ("\n".join(rows) + "\n").encode())
 
     pending = [(item, path) for item, path in zip(plan, paths) if item.index not in completed or not path.is_file()]
-    bar = tqdm(total=len(plan), initial=len(plan) - len(pending), desc="generating UCF101 videos", disable=not progress)
+    bar = tqdm(total=len(plan), initial=len(plan) - len(pending), desc=desc, disable=not progress)
     for start in range(0, len(pending), batch_size):
         batch = pending[start : start + batch_size]
         videos = generate_fn([item.prompt for item, _ in batch], [item.seed for item, _ in batch])

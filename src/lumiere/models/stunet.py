@@ -97,7 +97,7 @@ class _VideoConditioning:
 
 
 def _has_only_cross_attention(unet: nn.Module) -> bool:
-    return any(getattr(module, "only_cross_attention", False) is True for module in unet.modules())
+    return any(isinstance(module, Attention) and module.only_cross_attention for module in unet.modules())
 
 
 def _cross_attention(attn: nn.Module, x: torch.Tensor, text, text_bias) -> torch.Tensor:
