@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 lint: install  ## ruff: lint rules and import order (pyproject.toml [tool.ruff])
 	$(VENV)/bin/ruff check .
 
-test: install  ## Run the test suite (CPU, about 5 minutes on 2 cores)
+test: install  ## Run the test suite (CPU, about 10-12 minutes on 2 cores)
 	$(PY) -m pytest -q
 
 test-fast: install  ## Run the tests not marked slow
