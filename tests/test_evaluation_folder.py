@@ -17,25 +17,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from metric_stand_ins import PooledColour, TopColour
 
 from training_helpers import REPO_ROOT, compose_config, make_tiny_dataset
-
-
-class PooledColour(nn.Module):
-    """Stand-in for the I3D: per-channel mean and spread of the preprocessed (224x224) clip."""
-
-    feature_dim = 6
-
-    def forward(self, videos):
-        return torch.cat([videos.mean(dim=(2, 3, 4)), videos.std(dim=(2, 3, 4))], dim=1)
-
-
-class TopColour(nn.Module):
-    """Stand-in for the C3D: three 'classes' from the clip's mean colour."""
-
-    def forward(self, videos):
-        return videos.mean(dim=(2, 3, 4)).softmax(dim=-1)
 
 
 @pytest.fixture

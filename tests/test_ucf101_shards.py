@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from metric_stand_ins import PooledColour, TopColour
 
 import lumiere.evaluation.ucf101 as ucf101_mode
 from lumiere.errors import ConfigError, InputFileError
@@ -26,22 +26,6 @@ from lumiere.evaluation.ucf101_shards import generate_shard, main, merged_video_
 from lumiere.metrics import VideoInceptionScore
 
 NUM_VIDEOS, BATCH = 7, 2  # 4 batches (2, 2, 2, 1): 3 shards get 2, 1 and 1 batches
-
-
-class PooledColour(nn.Module):
-    """Stand-in for the I3D: per-channel mean and spread of the preprocessed clip."""
-
-    feature_dim = 6
-
-    def forward(self, videos):
-        return torch.cat([videos.mean(dim=(2, 3, 4)), videos.std(dim=(2, 3, 4))], dim=1)
-
-
-class TopColour(nn.Module):
-    """Stand-in for the C3D: three 'classes' from the clip's mean colour."""
-
-    def forward(self, videos):
-        return (4 * videos.mean(dim=(2, 3, 4))).softmax(dim=-1)
 
 
 class FakeGenerator:
@@ -72,7 +56,7 @@ def stand_ins(monkeypatch, tmp_path):
     monkeypatch.setattr(ucf101_mode, "CheckpointGenerator", FakeGenerator)
     monkeypatch.setattr(features, "load_i3d", lambda weights=None, device="cpu": PooledColour())
     monkeypatch.setattr(ucf101_mode, "load_c3d_inception_score",
-                        lambda weights, mean, splits: VideoInceptionScore(classifier=TopColour(), splits=splits))
+                        lambda weights, mean, splits: VideoInceptionScore(classifier=TopColour(sharpness=4), splits=splits))
     # Real statistics of random clips in the stand-in's variant: no UCF101 folder needed.
     metric = fvd_metric(PooledColour(), UCF101Settings())
     metric.update(torch.rand(6, 3, 16, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1, real=True)

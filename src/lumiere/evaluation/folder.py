@@ -40,11 +40,11 @@ from lumiere.evaluation.folder_clips import (
     find_video_source,
     iter_clips,
 )
+from lumiere.evaluation.generated import settings_from_mapping
 from lumiere.evaluation.report import Column, ResultTable
 
 log = logging.getLogger("lumiere")
 
-SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "scheduler")
 
 
 @dataclass
@@ -304,13 +304,4 @@ def _side_notes(side: str, summary: dict) -> list[str]:
 
 
 def settings_from_dict(config: dict[str, Any]) -> FolderSettings:
-    config = dict(config)
-    config.pop("mode", None)
-    unknown = set(config) - set(FolderSettings.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"unknown setting evaluation.{sorted(unknown)[0]}")
-    sampling = dict(config.get("sampling") or {})
-    unknown = set(sampling) - set(SAMPLING_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown setting evaluation.sampling.{sorted(unknown)[0]}")
-    return FolderSettings(**config)
+    return settings_from_mapping(FolderSettings, config)

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -190,3 +191,21 @@ def read_videos_dir(videos_dir: str | os.PathLike, num_frames: int | None = None
         heads = list(dict.fromkeys(head for entry in entries for head in entry["labels"]))
         labels = {head: [entry["labels"].get(head) for entry in entries] for head in heads}
     return ClipSet(torch.stack(videos), captions, labels, [entry["file"] for entry in entries])
+
+
+# The sampling options an evaluation mode passes to `CheckpointGenerator` (evaluation.sampling).
+SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "scheduler")
+
+
+def settings_from_mapping(settings_class, config: dict[str, Any]):
+    """An evaluation mode's settings dataclass from its config (`mode` dropped); an unknown key,
+    or an unknown `sampling` key, is one line naming it."""
+    config = dict(config)
+    config.pop("mode", None)
+    unknown = set(config) - set(settings_class.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown setting evaluation.{sorted(unknown)[0]}")
+    unknown = set(config.get("sampling") or {}) - set(SAMPLING_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown setting evaluation.sampling.{sorted(unknown)[0]}")
+    return settings_class(**config)

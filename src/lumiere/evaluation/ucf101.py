@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from lumiere.errors import ConfigError, InputFileError
 from lumiere.evaluation import features
-from lumiere.evaluation.generated import CheckpointGenerator
+from lumiere.evaluation.generated import CheckpointGenerator, settings_from_mapping
 from lumiere.evaluation.report import Column, ResultTable
 from lumiere.evaluation.ucf101_protocol import (
     PAPER_NUM_VIDEOS,
@@ -329,13 +329,4 @@ def evaluate_ucf101(
 
 
 def settings_from_dict(config: dict[str, Any]) -> UCF101Settings:
-    config = dict(config)
-    config.pop("mode", None)
-    unknown = set(config) - set(UCF101Settings.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"unknown setting evaluation.{sorted(unknown)[0]}")
-    sampling = dict(config.get("sampling") or {})
-    unknown = set(sampling) - {"num_inference_steps", "guidance_scale", "scheduler"}
-    if unknown:
-        raise ConfigError(f"unknown setting evaluation.sampling.{sorted(unknown)[0]}")
-    return UCF101Settings(**config)
+    return settings_from_mapping(UCF101Settings, config)
