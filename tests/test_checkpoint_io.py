@@ -87,3 +87,23 @@ def test_auto_resume_starts_fresh_only_in_an_empty_folder(tmp_path):
     (folder / "step_0000002.ckpt").write_bytes(b"")
     with pytest.raises(InputFileError, match="none of the 2 checkpoints .* is readable; pass ckpt_path=null"):
         resolve_resume_checkpoint("auto", tmp_path)
+
+
+def test_auto_resume_skips_a_sharded_folder_whose_save_did_not_finish(tmp_path, caplog):
+    """Under state_dict_type: sharded each checkpoint is a folder; without the distributed
+    checkpoint's .metadata (written last, by rank 0) it is incomplete."""
+    folder = tmp_path / "checkpoints"
+    for name, complete in (("step_0000002.ckpt", True), ("last.ckpt", False)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "meta.pt").write_bytes(b"")
+        (folder / name / "__0_0.distcp").write_bytes(b"")
+        if complete:
+            (folder / name / ".metadata").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="lumiere"):
+        assert resolve_resume_checkpoint("auto", tmp_path) == str(folder / "step_0000002.ckpt")
+    assert "incomplete sharded checkpoint" in caplog.text
+    assert resolve_resume_checkpoint(str(folder / "step_0000002.ckpt"), tmp_path) == str(folder / "step_0000002.ckpt")
+    with pytest.raises(InputFileError, match="incomplete sharded checkpoint"):
+        resolve_resume_checkpoint(str(folder / "last.ckpt"), tmp_path)
+    with pytest.raises(InputFileError, match="not a sharded checkpoint"):
+        resolve_resume_checkpoint(str(tmp_path), tmp_path)

@@ -205,7 +205,24 @@ def train(root: Path, run_name: str, extra: list[str], max_steps: int = STEPS) -
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
     path = root / "logs" / "tiny_stunet" / run_name / "checkpoints" / "last.ckpt"
+    if path.is_dir():  # state_dict_type: sharded
+        return read_sharded_folder(path, root / f"{run_name}_{max_steps}.pt")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_sharded_folder(folder: Path, scratch: Path) -> dict:
+    """A sharded checkpoint folder as the full file's keys: the weights and the EMA shadow, gathered
+    offline from the distributed checkpoint (no process group needed)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from lumiere.training.distributed import EMA_SHARDED_PREFIX
+
+    dcp_to_torch_save(folder, scratch)
+    model = torch.load(scratch, map_location="cpu", weights_only=True)["model"]
+    meta = torch.load(folder / "meta.pt", map_location="cpu", weights_only=True)
+    return {"global_step": meta["global_step"],
+            "state_dict": {k: v for k, v in model.items() if not k.startswith(EMA_SHARDED_PREFIX)},
+            "ema": {"shadow": {k[len(EMA_SHARDED_PREFIX):]: v for k, v in model.items() if k.startswith(EMA_SHARDED_PREFIX)}}}
 
 
 def write_stage0_meta(root: Path) -> None:
@@ -230,7 +247,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
     fsdp = train(root, "fsdp", ["trainer=fsdp_cpu"])
     train(root, "stopped", ["trainer=fsdp_cpu"], max_steps=2)
     resumed = train(root, "stopped", ["trainer=fsdp_cpu"])  # ckpt_path=auto: from last.ckpt of step 2
-    return {"ddp": ddp, "fsdp": fsdp, "resumed": resumed}
+    return {"ddp": ddp, "fsdp": fsdp, "resumed": resumed, "root": root}
 
 
 def assert_same(actual: dict, expected: dict, **tolerance) -> None:
@@ -259,3 +276,18 @@ def test_stopped_fsdp_run_resumes_to_the_weights_and_ema_of_an_uninterrupted_one
     # The same reductions in the same order on the same shards: equal up to last-bit noise.
     assert_same(resumed["state_dict"], fsdp["state_dict"], rtol=0, atol=1e-6)
     assert_same(resumed["ema"]["shadow"], fsdp["ema"]["shadow"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_folder_resumes_to_the_weights_and_ema_of_an_uninterrupted_run(runs):
+    """state_dict_type: sharded writes last.ckpt as a folder (each rank its shards, the EMA's too);
+    ckpt_path=auto resumes from it."""
+    sharded = ["trainer=fsdp_cpu", "trainer.strategy.state_dict_type=sharded"]
+    train(runs["root"], "sharded", sharded, max_steps=2)
+    resumed = train(runs["root"], "sharded", sharded)
+    fsdp = runs["fsdp"]
+    assert resumed["global_step"] == STEPS
+    assert set(resumed["state_dict"]) >= set(fsdp["state_dict"])
+    assert_same({k: resumed["state_dict"][k] for k in fsdp["state_dict"]}, fsdp["state_dict"], rtol=0, atol=1e-6)
+    assert_same(resumed["ema"]["shadow"], fsdp["ema"]["shadow"], rtol=0, atol=1e-6)
+

@@ -36,10 +36,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda stream: torch.save(checkpoint, stream))
 
 
+def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
+    """A folder written by FSDP with ``state_dict_type: sharded``: Lightning's ``meta.pt`` beside the
+    distributed checkpoint's ``.metadata`` and one shard file per rank."""
+    path = Path(path)
+    return path.is_dir() and (path / "meta.pt").is_file()
+
+
 def is_readable_checkpoint(path: str | os.PathLike) -> tuple[bool, str]:
-    """(True, "") if ``path`` loads as one of our checkpoints, else (False, why)."""
+    """(True, "") if ``path`` loads as one of our checkpoints, else (False, why). A sharded folder
+    is complete when its distributed-checkpoint metadata is there (its shards are read by every
+    rank of the resumed run, which needs the process group)."""
     from lumiere.training.base import read_checkpoint
 
+    if Path(path).is_dir():
+        if not is_sharded_checkpoint(path):
+            return False, f"{path} is a folder but not a sharded checkpoint (no meta.pt)"
+        if not (Path(path) / ".metadata").is_file():
+            return False, f"{path} is an incomplete sharded checkpoint (no .metadata: the save did not finish)"
+        return True, ""
     try:
         read_checkpoint(str(path))
     except InputFileError as error:
@@ -57,7 +72,7 @@ def resolve_resume_checkpoint(ckpt_path: str | None, output_dir: str | os.PathLi
     if ckpt_path in (None, "", "null"):
         return None
     if ckpt_path != "auto":
-        if not os.path.isfile(ckpt_path):
+        if not os.path.exists(ckpt_path):
             raise ConfigError(f"ckpt_path does not exist: {ckpt_path}")
         readable, why = is_readable_checkpoint(ckpt_path)
         if not readable:
@@ -66,7 +81,7 @@ def resolve_resume_checkpoint(ckpt_path: str | None, output_dir: str | os.PathLi
     folder = Path(output_dir) / "checkpoints"
     last = folder / "last.ckpt"
     steps = sorted(folder.glob("step_*.ckpt"), reverse=True)  # zero-padded step numbers: newest first
-    candidates = ([last] if last.is_file() else []) + steps
+    candidates = ([last] if last.exists() else []) + steps  # files, or folders under state_dict_type: sharded
     if not candidates:
         log.info("ckpt_path=auto: no checkpoint in %s, starting a fresh run", folder)
         return None

@@ -200,13 +200,38 @@ class TemporalBlockFSDPStrategy(FSDPStrategy):
 
         return dict(_lazy_load(path).get("state_dict", {}))
 
+    @contextmanager
+    def _template_of_saved_weights(self, saved_weights: dict[str, Any] | None) -> Iterator[None]:
+        """Lightning reads a sharded folder into the model's whole sharded state dict; our checkpoints
+        hold the trainable weights only (the frozen ones come from the pretrained folder), so during the
+        load the template is cut to the names the folder saved."""
+        if saved_weights is None:
+            yield
+            return
+        from torch.distributed.fsdp._common_utils import clean_tensor_name
+
+        model = self.model
+        whole_state_dict = model.state_dict
+
+        def saved_part(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            state = whole_state_dict(*args, **kwargs)
+            return {k: v for k, v in state.items() if clean_tensor_name(k) in saved_weights}
+
+        model.state_dict = saved_part
+        try:
+            yield
+        finally:
+            del model.state_dict  # the instance attribute; the class's method is back
+
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
         from pathlib import Path
 
         from lightning.fabric.strategies.fsdp import _distributed_checkpoint_load
 
-        saved_weights = self._saved_weights(Path(self.broadcast(checkpoint_path)))
-        checkpoint = super().load_checkpoint(checkpoint_path, weights_only)
+        path = Path(self.broadcast(checkpoint_path))
+        saved_weights = self._saved_weights(path)
+        with self._template_of_saved_weights(saved_weights if path.is_dir() else None):
+            checkpoint = super().load_checkpoint(checkpoint_path, weights_only)
         # Lightning loads the weights into the FSDP model and drops them from the dict; put back what the
         # file holds (lazily read tensors, or the folder's tensor metadata) for the module's own checks
         # (`DiffusionModule.on_load_checkpoint` refuses a checkpoint that lacks trainable weights), under
