@@ -70,7 +70,8 @@ def tiny_root(tmp_path_factory):
 
 
 def test_text_to_image_stage_on_video_shards_draws_still_frames(tiny_root, tmp_path, caplog):
-    cfg = _data("tiny_t2i", ["data=webdataset", f"data.root={tiny_root}", "data.decoder=pyav"], tmp_path)
+    cfg = _data("tiny_t2i", ["data=webdataset", f"data.root={tiny_root}", "data.decoder=pyav",
+                              "model.val_prompts=[]"], tmp_path)
     assert cfg.data.image_mode is False  # webdataset's default: clips
     model = instantiate(cfg.model, _convert_="partial")
     with caplog.at_level(logging.INFO, logger="lumiere"):
@@ -85,7 +86,8 @@ def test_text_to_image_stage_on_video_shards_draws_still_frames(tiny_root, tmp_p
 def test_video_stage_keeps_clips(tiny_root, tmp_path):
     cfg = _data("tiny_stunet", ["data=webdataset", f"data.root={tiny_root}",
                                 f"model.unet_path={tiny_root.parents[1]}/artifacts/t2i/unet",
-                                f"model.text_encoder_path={tiny_root.parents[1]}/artifacts/t2i/text_encoder"], tmp_path)
+                                f"model.text_encoder_path={tiny_root.parents[1]}/artifacts/t2i/text_encoder",
+                                "model.val_prompts=[]"], tmp_path)
     draw_stills_for_image_stage(cfg, instantiate(cfg.model, _convert_="partial"))
     assert cfg.data.image_mode is False
 
@@ -108,7 +110,7 @@ def _distinct_captions(folder, limit):
 
 
 def test_null_val_prompts_are_the_validation_captions(tiny_root, tmp_path):
-    cfg = _data("tiny_t2i", ["data=webdataset", f"data.root={tiny_root}", "model.val_prompts=null"], tmp_path)
+    cfg = _data("tiny_t2i", ["data=webdataset", f"data.root={tiny_root}"], tmp_path)
     assert wants_caption_val_prompts(cfg)
     stage = _Stage()
     fill_val_prompts_from_captions(cfg, stage, instantiate(cfg.data))
@@ -117,7 +119,7 @@ def test_null_val_prompts_are_the_validation_captions(tiny_root, tmp_path):
 
 
 def test_without_a_validation_split_the_training_captions_are_used(tiny_root, tmp_path):
-    cfg = _data("tiny_t2i", ["data=webdataset", f"data.train_shards={tiny_root}/train", "model.val_prompts=null"],
+    cfg = _data("tiny_t2i", ["data=webdataset", f"data.train_shards={tiny_root}/train"],
                 tmp_path)
     stage = _Stage()
     fill_val_prompts_from_captions(cfg, stage, instantiate(cfg.data))
@@ -129,3 +131,16 @@ def test_explicit_val_prompts_are_kept(tmp_path):
     assert not wants_caption_val_prompts(_data("tiny_t2i", ["model.val_prompts=[]"], tmp_path))
     assert wants_caption_val_prompts(_data("tiny_t2i", ["model=t2i"], tmp_path)) is False  # experiment block wins
     assert wants_caption_val_prompts(compose_config("train", ["model=t2i"], tmp_path))  # the model group's default
+
+
+def test_switching_the_data_drops_the_benchmarks_validation_prompts(tmp_path):
+    """The tiny and demo data configs suggest prompts of the synthetic benchmark (conf/val_prompts/);
+    on other shards the validation samples take that data's captions, with no extra override."""
+    tiny = _data("tiny_stunet", [], tmp_path)
+    assert list(tiny.model.val_prompts) == ["a red circle moving right at medium speed on a plain background"]
+    assert len(_data("demo_t2i", [], tmp_path).model.val_prompts) == 4
+    for experiment in ("tiny_stunet", "tiny_t2i", "demo_stunet", "demo_t2i"):
+        assert wants_caption_val_prompts(_data(experiment, ["data=webdataset", "data.root=/data/mine"], tmp_path))
+        assert wants_caption_val_prompts(_data(experiment, ["data=ucf101"], tmp_path))
+    # a conditional stage keeps its own choice (held-out first frames, no prompts) on any data
+    assert list(_data("tiny_conditional", [], tmp_path).model.val_prompts) == []

@@ -57,7 +57,7 @@ def _write_inputs(root: Path) -> Path:
 
 def _train_overrides(root: Path, run: str) -> list[str]:
     return ["data=webdataset", f"data.root={root / 'data' / 'mine'}", "data.decoder=pyav", "data.pin_memory=false",
-            "model.val_prompts=null", f"paths.log_dir={root / 'outputs'}", f"paths.artifacts_dir={root / 'artifacts'}",
+            f"paths.log_dir={root / 'outputs'}", f"paths.artifacts_dir={root / 'artifacts'}",
             f"paths.output_dir={root / run}", "trainer.enable_progress_bar=false", "trainer.max_steps=2"]
 
 
@@ -83,11 +83,11 @@ def walkthrough(tmp_path_factory):
     lumiere_log.addHandler(handler)
     lumiere_log.setLevel(logging.INFO)
     try:
-        # python train.py experiment=tiny_t2i data=webdataset data.root=data/mine export_dir=... model.val_prompts=null
+        # python train.py experiment=tiny_t2i data=webdataset data.root=data/mine export_dir=...
         t2i = root / "artifacts" / "t2i_mine"
         train(compose_config("train", ["experiment=tiny_t2i", *_train_overrides(root, "t2i"), f"export_dir={t2i}"],
                              root / "t2i"))
-        # python train.py experiment=tiny_stunet data=webdataset data.root=data/mine model.t2i_path=... model.val_prompts=null
+        # python train.py experiment=tiny_stunet data=webdataset data.root=data/mine model.t2i_path=...
         train(compose_config("train", ["experiment=tiny_stunet", *_train_overrides(root, "stunet"), f"model.t2i_path={t2i}"],
                              root / "stunet"))
     finally:
