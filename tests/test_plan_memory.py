@@ -167,6 +167,8 @@ def test_command_line_prints_the_plan_and_writes_json(tmp_path, capsys):
          "need a mixed precision"),
         (["--preset", "if_stage1_tiny", "--checkpointing", "{bad"], "not valid JSON"),
         (["--preset", "/no/such/folder/config.json"], "no U-Net config"),
+        (["--preset", "if_stage1_tiny", "--text-encoder", "/no/such/t5"], "--text-encoder '/no/such/t5' is neither"),
+        (["--preset", "if_stage1_tiny", "--text-encoder", "-5"], "whole non-negative number"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, message, capsys):
@@ -181,3 +183,30 @@ def test_unet_config_folder_is_read_without_weights(tmp_path):
     (tmp_path / "unet" / "config.json").write_text(json.dumps(dict(unet.config)))
     counts = count_parameters(build_meta_network(ModelSpec(str(tmp_path), "per_frame_2d")), TrainingSetup())
     assert counts.frozen == sum(p.numel() for p in unet.parameters())
+
+
+def test_text_encoder_is_counted_from_its_config_and_added_to_the_resident_weights(tiny_plan, tmp_path):
+    from transformers import T5Config, T5EncoderModel
+
+    from lumiere.plan.text_encoder import text_encoder_parameters
+
+    config = T5Config(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, vocab_size=100,
+                      feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    real = sum(p.numel() for p in T5EncoderModel(config).parameters())
+    (tmp_path / "text_encoder").mkdir()
+    config.save_pretrained(tmp_path / "text_encoder")  # the layout of an IF pipeline folder
+    assert text_encoder_parameters(str(tmp_path)) == real
+    assert text_encoder_parameters(str(tmp_path / "text_encoder" / "config.json")) == real
+    assert text_encoder_parameters("none") == 0 and text_encoder_parameters("1e6") == 10**6
+    assert abs(text_encoder_parameters("t5-v1_1-xxl") / 4.76e9 - 1) < 0.01  # T5-XXL's encoder: 4.76B
+
+    one = plan_memory(TINY, SMALL_SHAPE, TrainingSetup(text_encoder_params=real))
+    assert one.lines["text encoder"] == real * 4  # float32, as the frozen U-Net
+    assert one.total == tiny_plan.total + real * 4
+    bf16 = plan_memory(TINY, SMALL_SHAPE, TrainingSetup(frozen_dtype=torch.bfloat16, text_encoder_params=real))
+    assert bf16.lines["text encoder"] == real * 2
+    sharded = plan_memory(TINY, SMALL_SHAPE, TrainingSetup(fsdp_world_size=4, text_encoder_params=real))
+    without = plan_memory(TINY, SMALL_SHAPE, TrainingSetup(fsdp_world_size=4))
+    assert sharded.lines["text encoder"] == real * 4 // 4
+    step = "step (activations, their gradients, weight copies, gradients)"
+    assert sharded.lines[step] == without.lines[step] + real * 2  # gathered in bf16 with the root unit

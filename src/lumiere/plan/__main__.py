@@ -8,7 +8,9 @@ I's shape at IF-I-XL's 4.3B width), a U-Net ``config.json``, or a diffusers fold
 folder with ``unet/config.json``): only the config is read, no weights. One column per
 ``--checkpointing`` policy (``none``, ``all``, or what the STUNet's ``activation_checkpointing``
 takes: ``spatial``, ``temporal``, or a JSON mapping such as ``'{"spatial": "all", "temporal": [0]}'``).
-``--json PATH`` also writes the numbers.
+``--text-encoder`` counts the frozen text encoder a run loads (``t5-v1_1-xxl``, an IF folder or
+its ``text_encoder/``, or a count); ``none`` (default) is a run on cached text embeddings
+(``model.text_cache``). ``--json PATH`` also writes the numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from lumiere.errors import ConfigError, LumiereError
 from lumiere.plan.budget import DEFAULT_CARDS_GIB, GiB, TrainingSetup, largest_fitting, plan_memory
 from lumiere.plan.fake_step import PRECISION_ALIASES, PRECISIONS, VARIANTS, ModelSpec, StepShape
+from lumiere.plan.text_encoder import text_encoder_parameters
 
 FROZEN_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -76,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="dtype of the frozen T2I weights (the training module keeps fp32)")
     parser.add_argument("--checkpointing", nargs="+", default=["none", "all"], help="one column per policy")
     parser.add_argument("--stunet-arg", action="append", default=[], help="extra STUNet argument key=value (JSON value)")
+    parser.add_argument("--text-encoder", default="none",
+                        help="none (cached text embeddings), t5-v1_1-xxl, a folder or config.json, or a count")
     parser.add_argument("--text-tokens", type=int, default=77)
     parser.add_argument("--no-text-mask", action="store_true", help="no caption padding mask (as bench_stunet.py)")
     parser.add_argument("--cards", default=",".join(str(c) for c in DEFAULT_CARDS_GIB), help="card sizes in GiB")
@@ -104,7 +109,8 @@ def build_inputs(args: argparse.Namespace) -> tuple[list[ModelSpec], StepShape, 
     kwargs = _stunet_kwargs(args.stunet_arg)
     specs = [ModelSpec(args.preset, args.variant, overrides, kwargs, _policy(p)) for p in args.checkpointing]
     shape = StepShape(args.batch, args.frames, args.resolution, args.text_tokens, not args.no_text_mask)
-    setup = TrainingSetup(precision, args.fsdp_world_size, FROZEN_DTYPES[args.frozen_dtype])
+    setup = TrainingSetup(precision, args.fsdp_world_size, FROZEN_DTYPES[args.frozen_dtype],
+                          text_encoder_params=text_encoder_parameters(args.text_encoder))
     return specs, shape, setup, cards
 
 
@@ -119,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     first = plans[0].params
     print(f"{args.preset} ({args.variant}): {first.frozen / 1e6:.1f}M frozen ({first.frozen_dtype}), "
-          f"{first.trainable / 1e6:.1f}M trainable (float32); {shape.batch} x {shape.frames} frames at "
+          f"{first.trainable / 1e6:.1f}M trainable (float32), text encoder "
+          f"{f'{setup.text_encoder_params / 1e6:.1f}M frozen' if setup.text_encoder_params else 'not loaded (cached)'}; "
+          f"{shape.batch} x {shape.frames} frames at "
           f"{shape.resolution}x{shape.resolution}, {setup.precision}, FSDP world size {setup.fsdp_world_size}")
     print()
     print("| GiB per GPU | " + " | ".join(f"checkpointing {json.dumps(p.checkpointing)}" for p in plans) + " |")
@@ -136,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "preset": args.preset, "variant": args.variant, "shape": vars(shape), "precision": setup.precision,
             "fsdp_world_size": setup.fsdp_world_size, "frozen_dtype": str(first.frozen_dtype),
             "frozen_params": first.frozen, "trainable_params": first.trainable,
+            "text_encoder_params": setup.text_encoder_params,
             "plans": [{"checkpointing": p.checkpointing, "bytes": p.lines} for p in plans],
             "fits": [[vars(f) for f in fit_list] for fit_list in fits],
             "GiB": GiB,

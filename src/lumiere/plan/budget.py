@@ -20,8 +20,11 @@ Per GPU, with ``W`` the FSDP world size (1: one device or DDP, where nothing is 
   allocator's fragmentation (``torch.cuda.max_memory_reserved`` over ``max_memory_allocated``;
   ``make bench-gpu`` measures it).
 
-total = resident + max(step, optimizer step) + overhead. The text encoder is not counted (T5-XXL
-is 4.7B parameters; cached text embeddings keep it off the GPU).
+- the frozen text encoder (``text_encoder_params``; 0 with cached text embeddings,
+  ``model.text_cache``) in ``frozen_dtype``, sharded over ``W`` and, under FSDP, gathered with the
+  root unit it sits in. Its forward (no gradients, one caption of 77 tokens per clip) is not counted.
+
+total = resident + max(step, optimizer step) + overhead.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class TrainingSetup:
     fsdp_world_size: int = 1
     frozen_dtype: torch.dtype | None = None  # None: float32, as the training module keeps the T2I weights
     ema: bool = True
+    text_encoder_params: int = 0  # the frozen text encoder on the GPU; 0: cached text embeddings
 
 
 @dataclass
@@ -101,19 +105,21 @@ def assemble_plan(params: ParameterCounts, setup: TrainingSetup, step_peak: int,
     trainable_bytes = params.trainable * FLOAT32_BYTES
     lines = {
         "frozen parameters": frozen_bytes // world,
+        "text encoder": setup.text_encoder_params * params.frozen_dtype.itemsize // world,
         "trainable parameters": trainable_bytes // world,
         "gradients": trainable_bytes // world,
         "optimizer state": OPTIMIZER_STATES * trainable_bytes // world,
         "EMA": trainable_bytes // world if setup.ema else 0,
     }
     step_bytes = step_peak
-    if world > 1:  # the root unit (frozen U-Net) gathered whole, two temporal units in flight
+    if world > 1:  # the root unit (frozen U-Net, text encoder) gathered whole, two temporal units in flight
         gathered_dtype_bytes = 2 if setup.precision != "32-true" else FLOAT32_BYTES
-        step_bytes += (params.frozen + 2 * params.largest_unit) * gathered_dtype_bytes
+        step_bytes += (params.frozen + setup.text_encoder_params + 2 * params.largest_unit) * gathered_dtype_bytes
     lines["step (activations, their gradients, weight copies, gradients)"] = step_bytes
     lines["activations kept for backward"] = saved_after_forward
     optimizer_step = lines["gradients"] + trainable_bytes // world  # one float32 temporary per weight
-    resident = sum(lines[k] for k in ("frozen parameters", "trainable parameters", "optimizer state", "EMA"))
+    resident = sum(lines[k] for k in ("frozen parameters", "text encoder", "trainable parameters", "optimizer state",
+                                      "EMA"))
     dynamic = max(step_bytes, optimizer_step)
     lines["overhead (CUDA context, allocator slack)"] = CUDA_CONTEXT_BYTES + int(ALLOCATOR_SLACK * dynamic)
     lines["total"] = resident + dynamic + lines["overhead (CUDA context, allocator slack)"]
