@@ -166,9 +166,11 @@ def test_saved_model_clips_are_scored_again_from_videos_dir_with_cached_referenc
                                progress=False)
     again = {row["row"]: row for row in table.rows}
     first = read_rows(run_dir)
-    # The saved clips are lossless: the model row's numbers come back exactly.
-    for key in ("num_videos", "i3d_fvd", "domain_fvd", "domain_is", "adherence", "acc_color", "motion"):
-        assert again["model"][key] == pytest.approx(first["model"][key], rel=1e-9, abs=1e-12), key
+    # The saved clips are lossless, so the model row comes back; its features are recomputed in
+    # other batches than the first run's (float32 through other batch splits: about 1e-7 relative).
+    assert again["model"]["num_videos"] == first["model"]["num_videos"]
+    for key in ("i3d_fvd", "domain_fvd", "domain_is", "adherence", "acc_color", "motion"):
+        assert again["model"][key] == pytest.approx(first["model"][key], rel=1e-6, abs=1e-9), key
     for key in ("real", "static", "noise"):
         assert again[key]["i3d_fvd"] == pytest.approx(first[key]["i3d_fvd"], rel=1e-9)
     # Only the model's clips went through the (stand-in) I3D: the reference and the real,
