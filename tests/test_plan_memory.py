@@ -59,6 +59,18 @@ def test_fake_step_counts_what_a_real_step_allocates(precision):
     assert fake.gradient_bytes == sum(-(-p.numel() * 4 // 512) * 512 for p in trainable)
 
 
+def test_an_ssr_step_is_planned_with_its_noise_level_and_low_res_channels():
+    # The SSR (Sec. 3.2): an IF stage-II U-Net (low-res frames concatenated, the augmentation level as
+    # class labels) inflated without temporal resampling, planned like the base and charged as a real step.
+    spec = ModelSpec("if_stage2_tiny", "stunet", {"sample_size": 32}, {"temporal_resampling": False})
+    shape = StepShape(batch=1, frames=6, resolution=32, text_tokens=8)  # any frame count: time is not resampled
+    torch.manual_seed(0)
+    real = run_step(STUNet(build_unet("if_stage2_tiny"), temporal_resampling=False), shape, "bf16-mixed")
+    fake = measure_fake_step(spec, shape, "bf16-mixed")
+    assert fake.peaks[ALL_SCALES] == pytest.approx(real.peaks[ALL_SCALES], rel=0.01)
+    assert plan_memory(spec, shape).total > 0
+
+
 _RSS_SCRIPT = textwrap.dedent("""
     import gc, json, torch
     from lumiere.models import STUNet

@@ -167,13 +167,17 @@ def run_step(network: torch.nn.Module, shape: StepShape, precision: str, scales=
     text = torch.zeros(b, shape.text_tokens, unet_text_dim(unet), device=device)
     mask = torch.ones(b, shape.text_tokens, dtype=torch.bool, device=device) if shape.text_mask else None
     timestep = torch.zeros(b, dtype=torch.long, device=device)
+    # An SSR U-Net (IF stage II) is told the low-res input's noise-augmentation level as class labels;
+    # its low-res frames are the extra input channels.
+    levels = timestep if unet.class_embedding is not None else None
     if isinstance(network, UNet2DConditionModel):  # per-frame 2D: frames as a batch of images
         inputs = torch.zeros(b * t, unet.config.in_channels, s, s, device=device, requires_grad=True)
         args = (inputs, timestep.repeat_interleave(t), text.repeat_interleave(t, dim=0))
-        kwargs = {"encoder_attention_mask": None if mask is None else mask.repeat_interleave(t, dim=0)}
+        kwargs = {"encoder_attention_mask": None if mask is None else mask.repeat_interleave(t, dim=0),
+                  "class_labels": None if levels is None else levels.repeat_interleave(t)}
     else:
         args = (torch.zeros(b, network.in_channels, t, s, s, device=device), timestep, text)
-        kwargs = {"encoder_attention_mask": mask}
+        kwargs = {"encoder_attention_mask": mask, "class_labels": levels}
     counter = LiveBytesCounter(network.parameters(), scales={(1.0, 1.0), *scales})
     try:
         # CUDA's policy spans backward too: checkpointed blocks re-enter autocast to recompute there
