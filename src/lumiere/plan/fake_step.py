@@ -80,17 +80,22 @@ class StepMemory:
 # ----------------------------------------------------------------------------------------------
 
 
-def _read_unet_config(path: Path) -> dict:
-    """A U-Net config from a config.json, a diffusers U-Net folder, or a pipeline folder with unet/."""
-    candidates = [path] if path.suffix == ".json" else [path / "config.json", path / "unet" / "config.json"]
+def read_part_config(path: Path, part: str, what: str, hint: str = "") -> dict:
+    """A model part's config: a config.json, the part's own folder, or a pipeline folder with ``part/``."""
+    candidates = [path] if path.suffix == ".json" else [path / "config.json", path / part / "config.json"]
     for candidate in candidates:
         if candidate.is_file():
             try:
                 return json.loads(candidate.read_text())
             except (OSError, json.JSONDecodeError) as err:
-                raise InputFileError(f"cannot read the U-Net config {candidate}: {err}") from err
-    raise InputFileError(f"no U-Net config at {path}: give a preset name, a config.json, or a folder with "
-                         f"config.json or unet/config.json (presets: {sorted({*UNET_PRESETS, *SHAPE_PRESETS})})")
+                raise InputFileError(f"cannot read the {what} config {candidate}: {err}") from err
+    raise InputFileError(f"no {what} config at {path}: give {hint}a config.json, or a folder with "
+                         f"config.json or {part}/config.json")
+
+
+def _read_unet_config(path: Path) -> dict:
+    return read_part_config(path, "unet", "U-Net",
+                            f"a preset name ({sorted({*UNET_PRESETS, *SHAPE_PRESETS})}), ")
 
 
 def unet_config(spec: ModelSpec) -> dict:

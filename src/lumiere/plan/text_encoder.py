@@ -8,24 +8,17 @@ encoder, whose config is written out below), or a plain parameter count such as 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from lumiere.errors import ConfigError
+from lumiere.plan.fake_step import read_part_config
 
 # google/t5-v1_1-xxl's encoder (the one DeepFloyd IF ships in text_encoder/): its config.json values.
 T5_V1_1_XXL = dict(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24, vocab_size=32128,
                    feed_forward_proj="gated-gelu", relative_attention_num_buckets=32, tie_word_embeddings=False)
 NAMED_ENCODERS = {"t5-v1_1-xxl": T5_V1_1_XXL}
-
-
-def _config_file(source: Path) -> Path:
-    for candidate in (source, source / "config.json", source / "text_encoder" / "config.json"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"--text-encoder {source} holds no config.json (nor text_encoder/config.json)")
 
 
 def count_on_meta(config: dict) -> int:
@@ -55,7 +48,7 @@ def text_encoder_parameters(source: str) -> int:
         if not path.exists():
             raise ConfigError(f"--text-encoder {source!r} is neither none, a count, {sorted(NAMED_ENCODERS)}, "
                               "nor a config.json or folder") from None
-        config = json.loads(_config_file(path).read_text())
+        config = read_part_config(path, "text_encoder", "text encoder")
         return count_on_meta({k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"})
     if count < 0 or count != int(count):
         raise ConfigError(f"--text-encoder count must be a whole non-negative number, got {source!r}")
