@@ -251,7 +251,7 @@ class TemporalBlockFSDPStrategy(FSDPStrategy):
         # (any world size: the distributed checkpoint reshards).
         template = {EMA_SHARDED_PREFIX + k: v for k, v in ema.state_dict()["shadow"].items()}
         state = {"model": template}
-        _distributed_checkpoint_load(state, Path(self.broadcast(checkpoint_path)))
+        _distributed_checkpoint_load(state, path)
         checkpoint["ema"] = {**ema_state, "shadow": {k[len(EMA_SHARDED_PREFIX):]: v for k, v in state["model"].items()}}
         return checkpoint
 
